@@ -1,0 +1,120 @@
+"""Callbacks every run gets: parameter counts, throughput/memory stats, NaN guard, RNG state."""
+import math
+import random
+import resource
+import time
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+
+def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
+    """``trainable_params`` and ``total_params``; a module may define ``parameter_counts()`` to report
+    the count its paper uses (e.g. latent length for mapping networks)."""
+    own = getattr(module, "parameter_counts", None)
+    if callable(own):
+        return own()
+    return {"trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in module.parameters())}
+
+
+class ParameterCounts(Callback):
+    """Logs total and trainable parameter counts at fit start."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = parameter_counts(pl_module)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(counts)
+        pl.utilities.rank_zero_info(", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+
+
+class RunStats(Callback):
+    """Training wall time and samples seen, accumulated across resumes (kept in the checkpoint)."""
+
+    def __init__(self) -> None:
+        self.train_seconds, self.samples, self._start = 0.0, 0, None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        self.samples += (len(first) if hasattr(first, "__len__") else 1) * trainer.world_size
+
+    def _elapsed(self) -> float:
+        return self.train_seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_seconds, self._start = self._elapsed(), None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self._elapsed(), "samples": self.samples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_seconds, self.samples = state_dict["train_seconds"], state_dict["samples"]
+
+    def summary(self) -> dict[str, float]:
+        seconds = self._elapsed()
+        stats = {"train_seconds": round(seconds, 3),
+                 "train_samples_per_second": round(self.samples / seconds, 2) if seconds > 0 else 0.0,
+                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            stats["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return stats
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN or Inf."""
+
+
+class NaNGuard(Callback):
+    """Stops the run at the first non-finite training loss (or logged ``train/*`` metric).
+
+    Raising before ``ModelCheckpoint`` runs its batch-end hook keeps the last good checkpoint untouched.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        values = {}
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            values["train/loss"] = loss
+        values.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        for name, value in values.items():
+            value = float(value.detach()) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NonFiniteLossError(f"non-finite {name} ({value}) at step {trainer.global_step}; "
+                                         "stopped, the last good checkpoint is kept")
+
+
+class RNGState(Callback):
+    """Saves and restores the Python, NumPy and torch RNGs so a resumed run draws the same numbers."""
+
+    def state_dict(self) -> dict[str, Any]:
+        # NumPy's key array goes in as a tensor so checkpoints stay loadable with torch.load(weights_only=True)
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                         gauss), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        name, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class FlushLogsOnCheckpoint(Callback):
+    """Writes buffered metrics with every checkpoint, so a killed run's log covers its last checkpoint."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            logger.save()

@@ -1,0 +1,266 @@
+"""One base class for the image-classification datamodules; each dataset is a short subclass."""
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.functional import pil_to_tensor
+
+from datamodules.loader import ResumableBatchSampler, ResumableDataLoader, keep_batch
+
+
+class DataError(RuntimeError):
+    """Missing or unreadable data; the message says what is wrong and where files must go."""
+
+
+class InMemoryImages(Dataset):
+    """uint8 images (N, C, H, W) and labels held as tensors; batches come out by one index op."""
+
+    def __init__(self, images: Tensor, targets: Tensor) -> None:
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.targets[i]
+
+    def __getitems__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(idx)
+        return self.images[index], self.targets[index]
+
+
+class DecodedImages(Dataset):
+    """Per-item decoding through the torchvision dataset (the classic path), also yielding uint8 CHW."""
+
+    def __init__(self, dataset: Any, indices: Tensor) -> None:
+        self.dataset, self.indices = dataset, indices.tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        image, target = self.dataset[self.indices[i]]
+        return pil_to_tensor(image), torch.as_tensor(target)
+
+
+class VisionDataModule(pl.LightningDataModule):
+    """Image classification over a torchvision dataset class.
+
+    Batches leave the loader as uint8 and are converted, normalised and augmented on the device
+    (``on_after_batch_transfer``), so the same code serves the in-memory and per-item decoding paths.
+
+    Args:
+        root: folder holding the dataset in torchvision's layout.
+        download: try to download when the files are absent (never when they are present).
+        batch_size: global batch size; under DDP each of the N processes gets ``batch_size / N``.
+        eval_batch_size: batch size for validation and test (default: ``batch_size``).
+        val_fraction: share of the training set held out (seeded) for validation.
+        split_seed: seed of the train/val split and of the per-epoch shuffling.
+        max_train_samples: use only this many training samples (after the split), e.g. for sample-size sweeps.
+        normalize: subtract the dataset mean and divide by its std.
+        augment: random crop (padding 4) and horizontal flip on training batches; default per dataset.
+        in_memory: hold the decoded dataset as one uint8 tensor instead of decoding items one by one.
+        drop_last: drop the last incomplete training batch.
+    """
+
+    dataset_cls: ClassVar[type]
+    folder: ClassVar[str]  # where the files live below root, for error messages
+    expected_files: ClassVar[str]
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+    num_classes: ClassVar[int]
+    default_augment: ClassVar[bool] = False
+
+    def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128,
+                 eval_batch_size: Optional[int] = None, val_fraction: float = 0.1, split_seed: int = 0,
+                 max_train_samples: Optional[int] = None, normalize: bool = True, augment: Optional[bool] = None,
+                 in_memory: bool = True, num_workers: int = 0, pin_memory: bool = False,
+                 drop_last: bool = False) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size <= 0:
+            raise ValueError(f"data.eval_batch_size must be positive, got {eval_batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if max_train_samples is not None and max_train_samples <= 0:
+            raise ValueError(f"data.max_train_samples must be positive, got {max_train_samples}")
+        self.save_hyperparameters()
+        self.root = Path(root).expanduser()
+        self.augment = self.default_augment if augment is None else augment
+        self._mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std).view(1, -1, 1, 1)
+        self.train_set = self.val_set = self.test_set = None
+
+    # ----------------------------------------------------------------- files
+    def locate_root(self) -> Path:
+        """The root to read from; subclasses may extract archives somewhere first."""
+        return self.root
+
+    def missing_message(self) -> str:
+        return (f"{type(self).__name__}: no data under {self.root / self.folder} and download is "
+                f"{'impossible (offline?)' if self.hparams.download else 'off'}; put {self.expected_files} "
+                f"in {self.root / self.folder} (or set --data.root to the folder that holds {self.folder})")
+
+    def open_split(self, train: bool) -> Any:
+        """The torchvision dataset for one split, with errors turned into one clear :class:`DataError`."""
+        root = self.locate_root()
+        try:
+            return self.dataset_cls(str(root), train=train, download=False)
+        except RuntimeError as err:
+            if "not found" not in str(err).lower():
+                raise DataError(f"{type(self).__name__}: cannot read {root / self.folder}: {err}") from err
+        if not self.hparams.download:
+            raise DataError(self.missing_message())
+        try:
+            return self.dataset_cls(str(root), train=train, download=True)
+        except Exception as err:  # network errors come in many types
+            raise DataError(self.missing_message()) from err
+
+    def prepare_data(self) -> None:
+        self.open_split(train=True)
+        self.open_split(train=False)
+
+    # ----------------------------------------------------------------- splits
+    @staticmethod
+    def as_tensors(dataset: Any) -> tuple[Tensor, Tensor]:
+        """uint8 (N, C, H, W) images and int64 labels from a torchvision dataset's decoded arrays."""
+        images = torch.as_tensor(dataset.data)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        return images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long)
+
+    def load_split(self, train: bool) -> tuple[Any, Tensor, Tensor]:
+        dataset = self.open_split(train)
+        try:
+            images, targets = self.as_tensors(dataset)
+        except Exception as err:
+            raise DataError(f"{type(self).__name__}: corrupt data under {self.root / self.folder}: {err}") from err
+        if len(images) != len(targets) or len(targets) == 0:
+            raise DataError(f"{type(self).__name__}: corrupt data under {self.root / self.folder}: "
+                            f"{len(images)} images but {len(targets)} labels")
+        return dataset, images, targets
+
+    def subset(self, dataset: Any, images: Tensor, targets: Tensor, indices: Tensor) -> Dataset:
+        if self.hparams.in_memory:
+            return InMemoryImages(images[indices], targets[indices])
+        return DecodedImages(dataset, indices)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        dataset, images, targets = self.load_split(train=True)
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        order = torch.randperm(len(targets), generator=generator)
+        n_val = int(round(self.hparams.val_fraction * len(targets)))
+        train_idx, val_idx = order[n_val:], order[:n_val].sort().values
+        if self.hparams.max_train_samples is not None:
+            train_idx = train_idx[: self.hparams.max_train_samples]
+        self.train_set = self.subset(dataset, images, targets, train_idx)
+        self.val_set = self.subset(dataset, images, targets, val_idx)
+        dataset, images, targets = self.load_split(train=False)
+        self.test_set = self.subset(dataset, images, targets, torch.arange(len(targets)))
+
+    # ----------------------------------------------------------------- loaders
+    def world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def per_device(self, batch_size: int) -> int:
+        world_size = self.world()[1]
+        if batch_size % world_size:
+            raise ValueError(f"global batch size {batch_size} is not divisible by {world_size} processes")
+        return batch_size // world_size
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        collate = keep_batch if self.hparams.in_memory else None
+        return dict(num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory, collate_fn=collate,
+                    persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self.world()
+        sampler = ResumableBatchSampler(len(self.train_set), self.per_device(self.hparams.batch_size),
+                                        shuffle=True, seed=self.hparams.split_seed, drop_last=self.hparams.drop_last,
+                                        rank=rank, world_size=world_size)
+        return ResumableDataLoader(self.train_set, sampler, **self.loader_kwargs())
+
+    def eval_loader(self, dataset: Dataset) -> DataLoader:
+        # every rank evaluates its own contiguous-stride shard, unpadded, so metrics cover each sample once
+        rank, world_size = self.world()
+        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
+        indices = list(range(rank, len(dataset), world_size))
+        return DataLoader(dataset, batch_size=self.per_device(batch_size), sampler=indices, **self.loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.test_set)
+
+    # ----------------------------------------------------------------- on-device transforms
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, targets = batch
+        x = images.float().div_(255)
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = random_crop_flip(x, padding=4)
+        if self.hparams.normalize:
+            x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        return x, targets
+
+    def batch_to_model_input(self, images: Tensor) -> Tensor:
+        """Apply the eval-time transform to raw uint8 images (for scripts and tests)."""
+        return self.on_after_batch_transfer((images, None), 0)[0]
+
+
+def random_crop_flip(x: Tensor, padding: int) -> Tensor:
+    """Per-sample random crop after zero padding, then random horizontal flip, on a whole batch."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device)
+    rows = dy + torch.arange(h, device=x.device).view(1, h, 1)
+    cols = dx + torch.arange(w, device=x.device).view(1, 1, w)
+    flip = torch.rand(n, 1, 1, device=x.device) < 0.5
+    cols = torch.where(flip, cols.flip(-1), cols)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def extract_gz_archives(raw_dir: Path, names: list[str]) -> Optional[Path]:
+    """Decompress ``<name>.gz`` next to itself, or into a user cache when that folder is read-only.
+
+    Returns the folder holding the decompressed files, or None when the archives are not all there.
+    """
+    if all((raw_dir / n).is_file() for n in names):
+        return raw_dir
+    if not all((raw_dir / f"{n}.gz").is_file() for n in names):
+        return None
+    target = raw_dir if os.access(raw_dir, os.W_OK) else cache_dir_for(raw_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        out = target / name
+        if out.is_file():
+            continue
+        tmp = out.with_suffix(".partial")
+        try:
+            with gzip.open(raw_dir / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as err:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"corrupt archive {raw_dir / name}.gz: {err}") from err
+        os.replace(tmp, out)  # atomic: a killed extraction leaves no half file behind
+    return target
+
+
+def cache_dir_for(folder: Path) -> Path:
+    base = Path(os.environ.get("OVERPARAM_CACHE", Path.home() / ".cache" / "overparam"))
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+    return base / digest / folder.parent.name / folder.name

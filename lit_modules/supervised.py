@@ -1,0 +1,78 @@
+"""Generic supervised training of any ``nn.Module``: classification or regression."""
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.regression import MeanAbsoluteError
+
+
+def adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class SupervisedModule(pl.LightningModule):
+    """Trains ``net`` with cross-entropy (classification) or MSE (regression).
+
+    Logs ``{train,val,test}/loss`` and ``acc`` (classification) or ``mse``/``mae`` (regression).
+    The best checkpoint is chosen by ``monitor`` (``val/acc`` or ``val/loss``).
+    """
+
+    def __init__(self, net: nn.Module, task: Literal["classification", "regression"] = "classification",
+                 num_classes: int = 10, optimizer: OptimizerCallable = adam,
+                 lr_scheduler: Optional[LRSchedulerCallable] = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        self.net, self.task = net, task
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.loss_fn = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+        if task == "classification":
+            metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
+            self.monitor, self.monitor_mode = "val/acc", "max"
+        else:
+            metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+            self.monitor, self.monitor_mode = "val/loss", "min"
+        # keys get a suffix because ModuleDict keys may not shadow nn.Module attributes such as .train
+        self.metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        self.mean_loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in ("val", "test")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        out = self(x)
+        if self.task == "regression":
+            out = out.reshape(y.shape)
+        return self.loss_fn(out, y), out.detach()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss, out = self._loss(x, y)
+        self.metrics["train_"].update(out, y)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log_dict(self.metrics["train_"], on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        loss, out = self._loss(x, y)
+        self.metrics[f"{stage}_"].update(out, y)
+        self.mean_loss[f"{stage}_"].update(loss, weight=len(y))
+        self.log(f"{stage}/loss", self.mean_loss[f"{stage}_"], prog_bar=stage == "val")
+        self.log_dict(self.metrics[f"{stage}_"], prog_bar=stage == "val")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
