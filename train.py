@@ -17,12 +17,13 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 import datamodules  # noqa: F401  (registers the datamodules for --help and short class names)
 import lit_modules  # noqa: F401  (registers the modules)
-from callbacks import (FlushLogsOnCheckpoint, NaNGuard, ParameterCounts, ResumableCSVLogger, RNGState, RunStats,
+from callbacks import (FlushLogsOnCheckpoint, NaNGuard, ParameterCounts, ResumableCSVLogger, RNGState, RunCheckpoint,
+                       RunStats,
                        parameter_counts, truncate_metrics)
 
 RUN_DIR_ENV = "OVERPARAM_RUN_DIR"  # hands rank 0's run folder to the processes Lightning's DDP launcher starts
@@ -131,7 +132,7 @@ class OverparamCLI(LightningCLI):
             loggers.append(make_wandb_logger(run_dir, self.config["wandb_project"]))
         monitor, mode = getattr(model, "monitor", None), getattr(model, "monitor_mode", "min")
         callbacks: list[Callback] = [
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, monitor=monitor, mode=mode,
+            RunCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, monitor=monitor, mode=mode,
                             filename="best-{epoch}-{step}" if monitor else "{epoch}-{step}",
                             every_n_train_steps=self.config["checkpoint_every_n_steps"], save_top_k=1),
             LearningRateMonitor(), ParameterCounts(), RunStats(), NaNGuard(), RNGState(), FlushLogsOnCheckpoint(),
@@ -158,8 +159,9 @@ class OverparamCLI(LightningCLI):
         if self.resume_ckpt:
             check_checkpoint(self.resume_ckpt, model)
             if trainer.is_global_zero:
-                step = torch.load(self.resume_ckpt, map_location="cpu", weights_only=False, mmap=True)["global_step"]
-                truncate_metrics(str(self.run_dir / "metrics.csv"), step)
+                ckpt = torch.load(self.resume_ckpt, map_location="cpu", weights_only=False, mmap=True)
+                if "csv_rows" in ckpt:
+                    truncate_metrics(str(self.run_dir / "metrics.csv"), ckpt["csv_rows"], ckpt["global_step"])
         trainer.fit(model, datamodule=data, ckpt_path=self.resume_ckpt)
         fit_metrics = scalar_metrics(trainer.callback_metrics)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

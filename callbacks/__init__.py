@@ -1,7 +1,7 @@
 """Lightning callbacks and loggers shared by every method."""
 from callbacks.csv_logger import ResumableCSVLogger, truncate_metrics
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
-                                     RunStats, parameter_counts)
+                                     RunCheckpoint, RunStats, parameter_counts)
 
 __all__ = ["FlushLogsOnCheckpoint", "NaNGuard", "NonFiniteLossError", "ParameterCounts", "RNGState",
-           "ResumableCSVLogger", "RunStats", "parameter_counts", "truncate_metrics"]
+           "ResumableCSVLogger", "RunCheckpoint", "RunStats", "parameter_counts", "truncate_metrics"]

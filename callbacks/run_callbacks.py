@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 
 def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
@@ -113,8 +113,25 @@ class RNGState(Callback):
 
 
 class FlushLogsOnCheckpoint(Callback):
-    """Writes buffered metrics with every checkpoint, so a killed run's log covers its last checkpoint."""
+    """Writes buffered metrics with every checkpoint and records how many CSV rows it covers, so a resumed
+    run first cuts ``metrics.csv`` back to exactly the checkpoint (``truncate_metrics``)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         for logger in trainer.loggers:
             logger.save()
+            rows = getattr(logger.experiment, "rows_written", None) if trainer.is_global_zero else None
+            if rows is not None:
+                checkpoint["csv_rows"] = rows
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` also holds the state where ``max_steps`` (or a callback) stops
+    training mid-epoch, so such a run continues exactly with ``--ckpt_path last``."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # saved here, inside the step, because by on_train_end the loop has already closed the epoch
+        stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        if stopping and self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -1,6 +1,7 @@
 """LightningDataModules. Nothing here knows about models."""
 from datamodules.base import DataError, VisionDataModule
 from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
+from datamodules.synthetic_gan import GaussianMeanDataModule, TwoMoonsDataModule
 
-__all__ = ["CIFAR10DataModule", "CIFAR100DataModule", "DataError", "FashionMNISTDataModule", "MNISTDataModule",
-           "VisionDataModule"]
+__all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "DataError", "FashionMNISTDataModule",
+           "GaussianMeanDataModule", "MNISTDataModule", "TwoMoonsDataModule", "VisionDataModule"]

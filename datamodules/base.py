@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from datamodules.loader import ResumableBatchSampler, ResumableDataLoader, keep_batch
+from datamodules.loader import EpochShuffle, ResumableBatchSampler, ResumableDataLoader, keep_batch
 
 
 class DataError(RuntimeError):
@@ -182,14 +182,17 @@ class VisionDataModule(pl.LightningDataModule):
 
     def loader_kwargs(self) -> dict[str, Any]:
         collate = keep_batch if self.hparams.in_memory else None
+        # an own generator: otherwise every iterator creation draws from the global RNG, and a resumed run
+        # (which creates iterators at other moments) would see different augmentation and dropout
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
         return dict(num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory, collate_fn=collate,
-                    persistent_workers=self.hparams.num_workers > 0)
+                    persistent_workers=self.hparams.num_workers > 0, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self.world()
-        sampler = ResumableBatchSampler(len(self.train_set), self.per_device(self.hparams.batch_size),
-                                        shuffle=True, seed=self.hparams.split_seed, drop_last=self.hparams.drop_last,
-                                        rank=rank, world_size=world_size)
+        order = EpochShuffle(len(self.train_set), shuffle=True, seed=self.hparams.split_seed)
+        sampler = ResumableBatchSampler(order, self.per_device(self.hparams.batch_size),
+                                        drop_last=self.hparams.drop_last, rank=rank, world_size=world_size)
         return ResumableDataLoader(self.train_set, sampler, **self.loader_kwargs())
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:

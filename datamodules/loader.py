@@ -8,55 +8,66 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 
-class ResumableBatchSampler(Sampler[list[int]]):
-    """Seeded per-epoch permutation cut into global batches; each rank takes its slice of every batch.
+class EpochShuffle(Sampler[int]):
+    """A seeded permutation of ``range(num_samples)``, new each epoch; Lightning calls ``set_epoch``."""
 
-    The union over ranks of the k-th batch is the k-th batch of a 1-process run with the same global
-    batch size, so DDP and single-process runs see the same data.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
-        self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
-        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None  # (epoch, batches already consumed)
-
-    @property
-    def global_batch_size(self) -> int:
-        return self.batch_size * self.world_size
+    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.num_samples, self.shuffle, self.seed, self.epoch = num_samples, shuffle, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def order(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Cuts the epoch's order into global batches; each rank takes its slice of every batch.
+
+    The union over ranks of the k-th batch is the k-th batch of a 1-process run with the same global
+    batch size, so DDP and single-process runs see the same data. Like torch's ``BatchSampler`` it exposes
+    ``.sampler``, which is where Lightning looks for ``set_epoch``.
+    """
+
+    def __init__(self, sampler: EpochShuffle, batch_size: int, *, drop_last: bool = False, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.rank, self.world_size = rank, world_size
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already consumed)
+
     def resume_at(self, epoch: int, consumed: int) -> None:
         self._resume = (epoch, consumed)
 
+    def batches_to_skip(self) -> int:
+        if self._resume is None or self._resume[0] != self.sampler.epoch:
+            return 0
+        return self._resume[1]
+
     def __len__(self) -> int:
-        full, rest = divmod(self.num_samples, self.global_batch_size)
+        full, rest = divmod(len(self.sampler), self.batch_size * self.world_size)
         # a last partial batch is kept only if every rank gets at least one sample of it
         return full + int(not self.drop_last and rest >= self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip = 0
-        if self._resume is not None:
-            epoch, consumed = self._resume
-            skip = consumed if epoch == self.epoch else 0
-            self._resume = None
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
-        gbs = self.global_batch_size
+        skip, self._resume = self.batches_to_skip(), None
+        order, gbs = self.sampler.order(), self.batch_size * self.world_size
         for b in range(skip, len(self)):
-            batch = order[b * gbs:(b + 1) * gbs]
-            yield batch.tensor_split(self.world_size)[self.rank].tolist()
+            yield order[b * gbs:(b + 1) * gbs].tensor_split(self.world_size)[self.rank].tolist()
 
 
 class ResumableDataLoader(DataLoader):
@@ -66,22 +77,18 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset: Any, batch_sampler: ResumableBatchSampler, **kwargs: Any) -> None:
         super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
-        self._yielded, self._exhausted = 0, False
+        self._yielded = 0
 
     def __iter__(self) -> Iterator[Any]:
-        resume = self.batch_sampler._resume
-        self._yielded = resume[1] if resume and resume[0] == self.batch_sampler.epoch else 0
-        self._exhausted = False
+        # Lightning's fetcher does not prefetch from loaders that have a length (``_PrefetchDataFetcher``),
+        # so every batch yielded here has been handed to the training step.
+        self._yielded = self.batch_sampler.batches_to_skip()
         for batch in super().__iter__():
             self._yielded += 1
             yield batch
-        self._exhausted = True
 
     def state_dict(self) -> dict[str, int]:
-        # Lightning's fetcher (pytorch_lightning.loops.fetchers._PrefetchDataFetcher) holds one batch
-        # ahead of the step being trained, so the last yielded batch is not consumed yet mid-epoch.
-        consumed = self._yielded if self._exhausted else max(self._yielded - 1, 0)
-        return {"epoch": self.batch_sampler.epoch, "consumed": consumed}
+        return {"epoch": self.batch_sampler.sampler.epoch, "consumed": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.resume_at(state["epoch"], state["consumed"])

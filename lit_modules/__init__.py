@@ -1,4 +1,5 @@
 """One LightningModule per method. Modules know nothing of file formats."""
 from lit_modules.supervised import SupervisedModule
+from lit_modules.gda_gan import SyntheticGDAModule
 
-__all__ = ["SupervisedModule"]
+__all__ = ["SupervisedModule", "SyntheticGDAModule"]

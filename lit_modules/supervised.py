@@ -37,6 +37,7 @@ class SupervisedModule(pl.LightningModule):
             self.monitor, self.monitor_mode = "val/loss", "min"
         # keys get a suffix because ModuleDict keys may not shadow nn.Module attributes such as .train
         self.metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        self.metrics["train_"].persistent(True)  # epoch-level train metrics survive a mid-epoch resume
         self.mean_loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in ("val", "test")})
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,218 @@
+"""Neuron Pursuit (Kumar & Haupt, Algorithm 1 with the Appendix C settings) as a Lightning callback."""
+import time
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from callbacks.ncf import (PGAResult, first_iteration_objective, growth_objective, growth_problems, pga,
+                           single_neuron_dim, split_single_neuron)
+
+
+class NeuronPursuit(Callback):
+    """Grows ``pl_module.net`` (a ``nets.GrowableNet``) one neuron per NP iteration.
+
+    Iteration 1 (at fit start) sets the one-neuron-per-layer net to delta times the best maximiser of
+    the constrained NCF of Y. Every ``epochs_per_stage`` epochs (one GD stage) the callback measures the
+    training error, stops if it is below the threshold or ``max_iterations`` are done, and otherwise adds
+    the best neuron over (layer, restart) of the growth NCFs at scale delta = ``delta_rel`` * ||w||, with
+    0.8 backtracking, then rebuilds the optimizer. Iteration counts include iteration 1.
+
+    Args:
+        epochs_per_stage: Lightning epochs per GD stage (stage GD steps = this * gd_steps_per_batch).
+        restarts: PGA restarts H, batched on one tensor.
+        pga_lr, pga_steps: PGA step and iterations in growth iterations.
+        pga_lr_first, pga_steps_first: the same for iteration 1 (default: as above).
+        delta_first: iteration-1 delta, backtracked against the loss at the origin.
+        delta_rel: later delta = delta_rel * ||all weights||, backtracked against the pre-insertion loss.
+        shrink, backtracks_first, backtracks_later: backtracking factor and maximum counts.
+        max_iterations: NP iteration cap (31 in the paper).
+        stop_rel_err: stop when the relative training error is below this.
+        stop_class_err: if set, stop when the training classification error is at most this instead.
+        balance: rebalance the hidden neurons before every growth (PVR).
+        seed: seed of the PGA starts (own generator, saved in checkpoints).
+    """
+
+    def __init__(self, epochs_per_stage: int = 70, restarts: int = 10, pga_lr: float = 0.2, pga_steps: int = 2500,
+                 pga_lr_first: Optional[float] = None, pga_steps_first: Optional[int] = None,
+                 delta_first: float = 0.25, delta_rel: float = 0.01, shrink: float = 0.8, backtracks_first: int = 4,
+                 backtracks_later: int = 10, max_iterations: int = 31, stop_rel_err: float = 1e-3,
+                 stop_class_err: Optional[float] = None, balance: bool = False, seed: int = 0) -> None:
+        for name, value in (("epochs_per_stage", epochs_per_stage), ("restarts", restarts),
+                            ("max_iterations", max_iterations)):
+            if value < 1:
+                raise ValueError(f"NeuronPursuit.{name} must be >= 1, got {value}")
+        for name, value in (("pga_lr", pga_lr), ("delta_first", delta_first), ("delta_rel", delta_rel)):
+            if value <= 0:
+                raise ValueError(f"NeuronPursuit.{name} must be positive, got {value}")
+        if pga_steps < 0 or backtracks_first < 0 or backtracks_later < 0:
+            raise ValueError("NeuronPursuit.pga_steps and the backtrack counts must be >= 0")
+        if not 0 < shrink < 1:
+            raise ValueError(f"NeuronPursuit.shrink must be in (0, 1), got {shrink}")
+        self.epochs_per_stage, self.restarts = epochs_per_stage, restarts
+        self.pga_lr, self.pga_steps = pga_lr, pga_steps
+        self.pga_lr_first = pga_lr if pga_lr_first is None else pga_lr_first
+        self.pga_steps_first = pga_steps if pga_steps_first is None else pga_steps_first
+        self.delta_first, self.delta_rel, self.shrink = delta_first, delta_rel, shrink
+        self.backtracks_first, self.backtracks_later = backtracks_first, backtracks_later
+        self.max_iterations, self.stop_rel_err, self.stop_class_err = max_iterations, stop_rel_err, stop_class_err
+        self.balance = balance
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        self.stop_reason: Optional[str] = None
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            raise ValueError("NeuronPursuit runs on one device: full-batch GD on the small synthetic tasks gains "
+                             "nothing from DDP, and growth replaces parameters DDP has wrapped; use "
+                             "--trainer.devices 1")
+        if not hasattr(pl_module, "net") or not hasattr(pl_module.net, "add_neuron"):
+            raise ValueError("NeuronPursuit needs a module with a growable `net` (lit_modules.NeuronPursuitModule)")
+        if not hasattr(trainer.datamodule, "train_tensors"):
+            raise ValueError("NeuronPursuit needs a full-batch datamodule with train_tensors() "
+                             "(datamodules.SparseFunctionDataModule, ModularAdditionDataModule)")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.iteration == 0:
+            self._first_iteration(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.epochs_per_stage == 0 and self.stop_reason is None:
+            self._end_stage(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "history": self.history, "stop_reason": self.stop_reason,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.iteration, self.history = state_dict["iteration"], state_dict["history"]
+        self.stop_reason = state_dict["stop_reason"]
+        self.generator.set_state(state_dict["generator"])
+
+    def summary(self) -> dict[str, Any]:
+        """Entries for results.json."""
+        return {"np_iterations": self.iteration, "np_stop_reason": self.stop_reason,
+                "np_not_applicable": self.stop_reason == "ncf_nonpositive", "np_history": self.history}
+
+    # ------------------------------------------------------------------ NP steps
+    def _data(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str = "train") -> tuple[Tensor, Tensor]:
+        return pl_module.prepare(*getattr(trainer.datamodule, f"{split}_tensors")())
+
+    def _pga(self, objective: Any, dim: int, first: bool, like: Tensor) -> PGAResult:
+        lr, steps = (self.pga_lr_first, self.pga_steps_first) if first else (self.pga_lr, self.pga_steps)
+        return pga(objective, dim, self.restarts, lr, steps, self.generator, like.dtype, like.device)
+
+    @torch.no_grad()
+    def _first_iteration(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        net = pl_module.net
+        if net.widths != [1] * (net.depth - 1):
+            raise ValueError(f"Neuron Pursuit starts from one neuron per hidden layer, got widths {net.widths}")
+        x, y = self._data(trainer, pl_module)
+        start = time.perf_counter()
+        res = self._pga(first_iteration_objective(net, x, y), single_neuron_dim(net), True, x)
+        h = int(res.values.argmax())
+        n_max = float(res.values[h])
+        record = {"iteration": 1, "ncf": [[v] for v in res.values.tolist()], "layer": 0, "n_max": n_max,
+                  "kkt": float(res.kkt[h]), "resampled": res.resampled, "pga_seconds": time.perf_counter() - start}
+        self.iteration = 1
+        if n_max <= 0:
+            return self._not_applicable(trainer, record)
+        loss_0 = float(pl_module.loss_fn(torch.zeros_like(y), y))
+        best = [w[0] for w in split_single_neuron(net, res.points[h:h + 1])]
+
+        def place(delta: float) -> None:
+            for w, b in zip(net.weights, best):
+                w.copy_(delta * b)
+
+        self._insert(pl_module, record, place, x, y, self.delta_first, loss_0, self.backtracks_first,
+                     degree=net.homogeneity)
+
+    @torch.no_grad()
+    def _grow(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        net = pl_module.net
+        x, y = self._data(trainer, pl_module)
+        start = time.perf_counter()
+        if self.balance:
+            net.balance()
+        results = [self._pga(growth_objective(g, c, net.alpha, net.power), g.shape[1] + c.shape[1], False, x)
+                   for g, c in growth_problems(net, x, y)]
+        values = torch.stack([r.values for r in results])  # (layers, restarts)
+        l, h = divmod(int(values.argmax()), values.shape[1])
+        n_max = float(values[l, h])
+        k_in = net.weights[l].shape[1]
+        a, b = results[l].points[h, :k_in], results[l].points[h, k_in:]
+        self.iteration += 1
+        record = {"iteration": self.iteration, "ncf": values.T.tolist(), "layer": l + 1, "n_max": n_max,
+                  "kkt": float(results[l].kkt[h]), "balance_ratio": float(a.square().sum() / (net.power * b.square().sum())),
+                  "resampled": sum(r.resampled for r in results), "pga_seconds": time.perf_counter() - start}
+        if n_max <= 0:
+            self.iteration -= 1  # nothing was added
+            return self._not_applicable(trainer, record)
+        delta = self.delta_rel * float(torch.cat([w.flatten() for w in net.weights]).norm())
+        loss_prev = float(pl_module.loss_fn(net(x), y))
+        net.add_neuron(l + 1, torch.zeros_like(a), torch.zeros_like(b))
+
+        def place(d: float) -> None:
+            net.weights[l][-1].copy_(d * a)
+            net.weights[l + 1][:, -1].copy_(d * b)
+
+        self._insert(pl_module, record, place, x, y, delta, loss_prev, self.backtracks_later, degree=net.power + 1)
+        trainer.strategy.setup_optimizers(trainer)  # the grown weights are new Parameter objects
+
+    def _insert(self, pl_module: pl.LightningModule, record: dict[str, Any], place: Any, x: Tensor, y: Tensor,
+                delta: float, loss_ref: float, backtracks: int, degree: int) -> None:
+        """Place the neuron at scale delta, shrinking delta while the loss exceeds ``loss_ref`` (spec 12.4)."""
+        for t in range(backtracks + 1):
+            place(delta)
+            loss = float(pl_module.loss_fn(pl_module.net(x), y))
+            if loss <= loss_ref or t == backtracks:
+                break
+            delta *= self.shrink
+        # first-order drop of mean((H - Y)^2) for a mean-normalised NCF value n_max (Lemmas 12-13)
+        predicted = 2 * delta ** degree * record["n_max"] / y.shape[1]
+        record.update(delta=delta, backtracks=t, loss_before=loss_ref, loss_after=loss, predicted_drop=predicted,
+                      actual_drop=loss_ref - loss, widths=pl_module.net.widths)
+        self.history.append(record)
+
+    def _not_applicable(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
+        record["not_applicable"] = True
+        self.history.append(record)
+        self.stop_reason = "ncf_nonpositive"
+        trainer.should_stop = True
+        pl.utilities.rank_zero_warn(f"NP iteration {record['iteration']}: max NCF {record['n_max']:.3g} <= 0, "
+                                    "Neuron Pursuit is not applicable (stopping)")
+
+    def _end_stage(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Finish the current NP iteration: record its errors, then stop or grow."""
+        train = pl_module.errors(*self._data(trainer, pl_module))
+        record = self.history[-1]
+        record.update({f"train_{k}": v for k, v in train.items()})
+        if hasattr(trainer.datamodule, "test_tensors"):
+            record.update({f"test_{k}": v for k, v in pl_module.errors(*self._data(trainer, pl_module, "test")).items()})
+        net = pl_module.net
+        if record["layer"]:  # how far the newest neuron has grown from its O(delta) start
+            l = record["layer"]
+            record["new_neuron_norm"] = float(torch.cat([net.weights[l - 1][-1], net.weights[l][:, -1]]).norm())
+        self._log(pl_module, record)
+        if self.stop_class_err is not None:
+            done = train["class_err"] <= self.stop_class_err
+        else:
+            done = train["rel_err"] < self.stop_rel_err
+        if done or self.iteration >= self.max_iterations:
+            self.stop_reason = "converged" if done else "max_iterations"
+            trainer.should_stop = True
+            return
+        self._grow(trainer, pl_module)
+
+    def _log(self, pl_module: pl.LightningModule, record: dict[str, Any]) -> None:
+        scalars = {f"np/{k}": float(v) for k, v in record.items() if isinstance(v, (int, float))}
+        for l, width in enumerate(record["widths"], 1):
+            scalars[f"np/width_{l}"] = float(width)
+        if record["layer"]:  # record["ncf"] is (restarts, layers); iteration 1 has one joint problem
+            for l, column in enumerate(zip(*record["ncf"]), 1):
+                scalars[f"np/ncf_max_layer_{l}"] = max(column)
+        pl_module.log_dict(scalars, on_step=False, on_epoch=True)

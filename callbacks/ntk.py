@@ -1,0 +1,235 @@
+"""Exact empirical NTK of scalar-output networks built from ``nn.Linear`` layers, without the n x p Jacobian.
+
+For a layer u = W z (+ b), df_i/dW = delta_i z_i^T with delta_i = df_i/du_i, so its Gram block is
+G = (delta delta^T) * (z z^T) (+ delta delta^T for a bias). One backward pass of f.sum() gives every delta_i at
+once, because no operation mixes samples. K = sum_h G^h costs O(n^2 m) per layer and O(n m) memory.
+
+:class:`NTKMonitor` logs the spectrum, per-layer shares, distances from the initialisation, the Jacobian drift
+(from the cross-NTK J_t J_0^T) and the measured per-step contraction against the linearised prediction, for
+full-batch gradient descent on 1/2 ||f - y||^2.
+"""
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor, nn
+
+from nets.resnet_width import data_kernel
+
+
+@dataclass
+class LayerFeatures:
+    """Per-sample factors of one layer's Jacobian: df_i/dW = delta_i z_i^T."""
+
+    name: str
+    delta: Tensor  # (n, out)
+    z: Tensor  # (n, in), with a column of ones appended when the layer has a trainable bias
+
+
+def jacobian_features(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeatures]]:
+    """f(x) (shape (n,)) and the per-layer factors of its Jacobian, from one forward and one backward pass.
+
+    Raises ValueError if the net has trainable parameters outside ``nn.Linear`` layers, calls a layer twice,
+    or feeds a layer anything but (n, features) inputs: the factorisation would then miss terms.
+    """
+    linears = {name: mod for name, mod in net.named_modules() if isinstance(mod, nn.Linear)}
+    covered = {id(p) for mod in linears.values() for p in mod.parameters()}
+    stray = [name for name, p in net.named_parameters() if p.requires_grad and id(p) not in covered]
+    if stray:
+        raise ValueError(f"NTK by layer factors needs every trainable parameter inside nn.Linear; not: {stray[:3]}")
+    seen: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if name in seen:
+                raise ValueError(f"layer {name} is called twice (weight sharing): the layer-factor NTK misses terms")
+            if inputs[0].dim() != 2:
+                raise ValueError(f"layer {name} gets inputs of shape {tuple(inputs[0].shape)}; need (n, features)")
+            seen[name] = (inputs[0].detach(), output)
+        return record
+
+    trainable = {name: mod for name, mod in linears.items() if any(p.requires_grad for p in mod.parameters())}
+    handles = [mod.register_forward_hook(hook(name)) for name, mod in trainable.items()]
+    try:
+        with torch.enable_grad():
+            f = net(x)
+            if f.numel() != len(x):
+                raise ValueError(f"NTK needs a scalar output per sample; got shape {tuple(f.shape)} for {len(x)} inputs")
+            f = f.reshape(-1)
+            names = [name for name in trainable if name in seen]
+            deltas = torch.autograd.grad(f.sum(), [seen[name][1] for name in names], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    features = []
+    for name, delta in zip(names, deltas):
+        z = seen[name][0]
+        if delta is None:
+            delta = torch.zeros_like(seen[name][1])
+        module = trainable[name]
+        if not module.weight.requires_grad:
+            z = z[:, :0]
+        if module.bias is not None and module.bias.requires_grad:
+            z = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+        features.append(LayerFeatures(name, delta.detach(), z))
+    return f.detach(), features
+
+
+def layer_grams(left: list[LayerFeatures], right: Optional[list[LayerFeatures]] = None) -> Tensor:
+    """Per-layer (cross-)NTK blocks G^h = (delta_l delta_r^T) * (z_l z_r^T), stacked (H, n, n)."""
+    right = left if right is None else right
+    return torch.stack([(a.delta @ b.delta.T) * (a.z @ b.z.T) for a, b in zip(left, right)])
+
+
+def ntk(net: nn.Module, x: Tensor) -> Tensor:
+    """K = J J^T, (n, n)."""
+    return layer_grams(jacobian_features(net, x)[1]).sum(0)
+
+
+def eig_extremes(matrix: Tensor) -> tuple[float, float]:
+    values = torch.linalg.eigvalsh(matrix)
+    return float(values[0]), float(values[-1])
+
+
+class NTKMonitor(Callback):
+    """Logs NTK diagnostics for full-batch GD on 1/2 ||f - y||^2 every ``every_n_steps`` steps (as ``ntk/*``).
+
+    Works for any module whose ``net`` (or the module itself) is a scalar-output network of ``nn.Linear`` layers
+    and whose training batches are the full data set ``(x, y)``. At a logged step t it records K_t and r_t; at
+    step t + 1 it logs the measured contraction ||r_{t+1}||^2/||r_t||^2 against (1 - eta lambda_min(K_t))^2 and
+    the linearisation error ||r_{t+1} - (I - eta K_t) r_t|| / ||r_t||.
+
+    Args:
+        every_n_steps: log period in optimiser steps.
+        per_layer: also log per-layer NTK shares, ||W^h - W^h_0||_F and ||W^h||_2 / sqrt(fan_in).
+        data_kernel: also log lambda(X) = lambda_min(Sigma(X)) once, for the net's ``activation`` (nets with one).
+    """
+
+    def __init__(self, every_n_steps: int = 100, per_layer: bool = True, data_kernel: bool = True) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"NTKMonitor.every_n_steps must be >= 1, got {every_n_steps}")
+        self.every_n_steps, self.per_layer, self.data_kernel = every_n_steps, per_layer, data_kernel
+        self.theta0: Optional[dict[str, Tensor]] = None
+        self.pending: Optional[dict[str, Any]] = None  # step-t quantities awaiting r_{t+1}
+        self._init_features: Optional[list[LayerFeatures]] = None
+        self._init_kernel: Optional[Tensor] = None
+        self._lambda_x: Optional[float] = None
+        self._batch: Optional[tuple[Tensor, Tensor]] = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"theta0": self.theta0, "pending": self.pending}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.theta0, self.pending = state_dict["theta0"], state_dict["pending"]
+
+    @staticmethod
+    def network(pl_module: pl.LightningModule) -> nn.Module:
+        return getattr(pl_module, "net", pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        net = self.network(pl_module)
+        if self.theta0 is None:
+            self.theta0 = {k: p.detach().clone() for k, p in net.named_parameters() if p.requires_grad}
+        self._init_features = self._init_kernel = None
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        step, (x, y) = trainer.global_step, batch[:2]
+        self._batch = (x, y)
+        if step % self.every_n_steps == 0:
+            self.log_step(trainer, pl_module, x, y, step)
+        elif self.pending is not None:
+            with torch.no_grad():
+                f = self.network(pl_module)(x).reshape(-1)
+            self.log_metrics(trainer, self.contraction(f - y.reshape(-1)), step - 1)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._batch is not None:
+            self.log_step(trainer, pl_module, *self._batch, trainer.global_step, final=True)
+
+    # ------------------------------------------------------------------ measurements
+    def log_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, x: Tensor, y: Tensor, step: int,
+                 final: bool = False) -> None:
+        net = self.network(pl_module)
+        f, features = jacobian_features(net, x)
+        r = f - y.reshape(-1)
+        if self.pending is not None:
+            self.log_metrics(trainer, self.contraction(r), step - 1)
+        kernel, metrics = self.measure(net, x, r, features)
+        self.log_metrics(trainer, metrics, step)
+        eta = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        self.pending = None if final else {
+            "r_norm2": float(r @ r), "predicted": (1 - eta * metrics["ntk/lambda_min"]) ** 2,
+            "linear_next": (r - eta * (kernel @ r)).cpu()}
+
+    def contraction(self, r_next: Tensor) -> dict[str, float]:
+        pending, self.pending = self.pending, None
+        error = (r_next.cpu() - pending["linear_next"]).norm() / math.sqrt(pending["r_norm2"])
+        return {"ntk/rate_measured": float(r_next @ r_next) / pending["r_norm2"],
+                "ntk/rate_predicted": pending["predicted"], "ntk/linearisation_error": float(error)}
+
+    def reference(self, net: nn.Module, x: Tensor) -> tuple[list[LayerFeatures], Tensor]:
+        """Jacobian factors and NTK at theta_0 (recomputed from the stored weights after a resume)."""
+        if self._init_features is None:
+            theta0 = {k: v.detach().clone().requires_grad_() for k, v in self.theta0.items()}
+            state = {**dict(net.named_buffers()), **dict(net.named_parameters()), **theta0}
+            _, self._init_features = jacobian_features(_Swapped(net, state), x)
+            self._init_kernel = layer_grams(self._init_features).sum(0)
+        return self._init_features, self._init_kernel
+
+    def measure(self, net: nn.Module, x: Tensor, r: Tensor,
+                features: list[LayerFeatures]) -> tuple[Tensor, dict[str, float]]:
+        """K_t and the logged diagnostics."""
+        grams = layer_grams(features)
+        kernel = grams.sum(0)
+        lam_min, lam_max = eig_extremes(kernel)
+        init_features, init_kernel = self.reference(net, x)
+        cross = layer_grams(features, init_features).sum(0)
+        # (J_t - J_0)(J_t - J_0)^T from K_t, K_0 and the cross-NTK C = J_t J_0^T
+        jac_drift = math.sqrt(max(eig_extremes(kernel - cross - cross.T + init_kernel)[1], 0.0))
+        moved = {k: p.detach() - self.theta0[k] for k, p in net.named_parameters() if k in self.theta0}
+        total_dist = math.sqrt(sum(float(d.pow(2).sum()) for d in moved.values()))
+        metrics = {"ntk/loss": 0.5 * float(r @ r), "ntk/residual_norm": float(r.norm()),
+                   "ntk/lambda_min": lam_min, "ntk/lambda_max": lam_max,
+                   "ntk/first_layer_lambda_min": eig_extremes(grams[0])[0],
+                   "ntk/first_layer_share": float(grams[0].trace() / kernel.trace()),
+                   "ntk/theta_distance": total_dist, "ntk/jacobian_drift": jac_drift,
+                   "ntk/jacobian_drift_per_distance": jac_drift / total_dist if total_dist > 0 else 0.0,
+                   "ntk/relative_ntk_change": float((kernel - init_kernel).norm() / init_kernel.norm())}
+        if self.per_layer:
+            modules = dict(net.named_modules())
+            for h, (feat, gram) in enumerate(zip(features, grams), start=1):
+                weight = modules[feat.name].weight.detach()
+                metrics[f"ntk/share_{h}"] = float(gram.trace() / kernel.trace())
+                if f"{feat.name}.weight" in moved:
+                    delta = moved[f"{feat.name}.weight"]
+                    metrics[f"ntk/distance_{h}"] = float(delta.norm())
+                    metrics[f"ntk/spectral_distance_{h}"] = float(torch.linalg.matrix_norm(delta, 2))
+                metrics[f"ntk/weight_norm_{h}"] = float(torch.linalg.matrix_norm(weight, 2)) / math.sqrt(len(weight))
+        if self.data_kernel and hasattr(net, "activation"):
+            if self._lambda_x is None:
+                self._lambda_x = eig_extremes(data_kernel(x, net.activation))[0]
+            metrics["ntk/data_kernel_lambda_min"] = self._lambda_x
+        return kernel, metrics
+
+    @staticmethod
+    def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
+        # straight to the loggers: Lightning's log_every_n_steps filter would drop off-period steps
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
+class _Swapped(nn.Module):
+    """``net`` evaluated with other parameter values (torch.func.functional_call), keeping its forward hooks."""
+
+    def __init__(self, net: nn.Module, state: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.net, self.state = net, state
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.func.functional_call(self.net, self.state, (x,))

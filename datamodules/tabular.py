@@ -1,0 +1,188 @@
+"""Small full-batch regression data sets (California Housing, a synthetic stand-in), held in float64.
+
+Each training "batch" is the whole seeded subset; one epoch repeats it ``steps_per_epoch`` times, so a
+full-batch optimiser takes one step per batch and Lightning checkpoints every ``steps_per_epoch`` steps.
+"""
+import csv
+import io
+import tarfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.base import DataError
+from datamodules.loader import ResumableBatchSampler, ResumableDataLoader, keep_batch
+
+FEATURES = ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude")
+TARGET = "MedHouseVal"
+
+
+class FullBatch(Dataset):
+    """``length`` copies of one batch (x, y); ``__getitems__`` hands the batch out whole."""
+
+    def __init__(self, x: Tensor, y: Tensor, length: int = 1) -> None:
+        self.x, self.y, self.length = x, y, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitems__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        return self.x, self.y
+
+
+class FullBatchRegressionDataModule(pl.LightningDataModule):
+    """A seeded subset of ``n_train`` rows (and a disjoint ``n_test`` rows) of a regression table.
+
+    Features are standardised with the training subset's mean and (population) std, like scikit-learn's
+    StandardScaler fitted on the subset; the target is left raw. Everything is float64.
+    """
+
+    def __init__(self, n_train: int = 256, n_test: int = 256, seed: int = 0, steps_per_epoch: int = 100) -> None:
+        super().__init__()
+        if n_train <= 0 or n_test < 0 or steps_per_epoch <= 0:
+            raise ValueError(f"need n_train > 0, n_test >= 0, steps_per_epoch > 0; got {n_train}, {n_test}, "
+                             f"{steps_per_epoch}")
+        self.n_train, self.n_test, self.seed, self.steps_per_epoch = n_train, n_test, seed, steps_per_epoch
+        self.train_xy: Optional[tuple[Tensor, Tensor]] = None
+        self.test_xy: Optional[tuple[Tensor, Tensor]] = None
+
+    def load_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """All rows: features (N, d) and target (N,)."""
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_xy is not None:
+            return
+        x, y = self.load_table()
+        if len(x) < self.n_train + self.n_test:
+            raise ValueError(f"{type(self).__name__}: {len(x)} rows cannot give n_train={self.n_train} + "
+                             f"n_test={self.n_test} distinct rows")
+        order = np.random.default_rng(self.seed).permutation(len(x))
+        train, test = order[:self.n_train], order[self.n_train:self.n_train + self.n_test]
+        mean, std = x[train].mean(0), x[train].std(0)
+        std[std == 0] = 1.0  # as StandardScaler: constant columns are centred, not scaled
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        self.train_xy = as_t((x[train] - mean) / std), as_t(y[train])
+        self.test_xy = as_t((x[test] - mean) / std), as_t(y[test])
+
+    @property
+    def in_features(self) -> int:
+        self.setup()
+        return self.train_xy[0].shape[1]
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise ValueError(f"{type(self).__name__} serves one full batch; run it on a single process")
+        sampler = ResumableBatchSampler(self.steps_per_epoch, 1, shuffle=False)
+        return ResumableDataLoader(FullBatch(*self.train_xy, self.steps_per_epoch), sampler, collate_fn=keep_batch)
+
+    def test_dataloader(self) -> DataLoader:
+        data = self.test_xy if self.n_test > 0 else self.train_xy
+        return DataLoader(FullBatch(*data), batch_size=1, collate_fn=keep_batch)
+
+
+class CaliforniaHousingDataModule(FullBatchRegressionDataModule):
+    """California Housing (20,640 rows, 8 features, target in $100k) as scikit-learn serves it.
+
+    Reads, from ``root``: ``california_housing.csv`` (scikit-learn's column names MedInc ... Longitude,
+    MedHouseVal, e.g. ``fetch_california_housing(as_frame=True).frame.to_csv(index=False)``), scikit-learn's
+    cache ``cal_housing_py3.pkz``, or the raw archive ``cal_housing.tgz``. With ``download`` and scikit-learn
+    installed it fetches into ``root`` when none is present.
+    """
+
+    def __init__(self, root: str = "data", download: bool = False, n_train: int = 256, n_test: int = 256,
+                 seed: int = 0, steps_per_epoch: int = 100) -> None:
+        super().__init__(n_train, n_test, seed, steps_per_epoch)
+        self.root, self.download = Path(root).expanduser(), download
+
+    def load_table(self) -> tuple[np.ndarray, np.ndarray]:
+        csv_path, pkz, tgz = (self.root / n for n in ("california_housing.csv", "cal_housing_py3.pkz",
+                                                         "cal_housing.tgz"))
+        try:
+            if csv_path.is_file():
+                return read_csv(csv_path)
+            if pkz.is_file():
+                import joblib  # scikit-learn's cache format; joblib comes with scikit-learn
+
+                return derive_features(np.asarray(joblib.load(pkz), dtype=np.float64))
+            if tgz.is_file():
+                return read_raw_archive(tgz)
+        except (OSError, ValueError, KeyError, EOFError, tarfile.TarError) as err:
+            raise DataError(f"CaliforniaHousingDataModule: cannot read {self.root}: {err}") from err
+        except ImportError as err:
+            raise DataError(f"CaliforniaHousingDataModule: reading {pkz} needs joblib (pip install joblib)") from err
+        if self.download:
+            try:
+                from sklearn.datasets import fetch_california_housing
+
+                bunch = fetch_california_housing(data_home=str(self.root), download_if_missing=True)
+                return np.asarray(bunch.data, np.float64), np.asarray(bunch.target, np.float64)
+            except Exception as err:  # ImportError or any network error
+                raise DataError(self.missing(f"fetching failed ({type(err).__name__}: {err})")) from err
+        raise DataError(self.missing("download is off"))
+
+    def missing(self, why: str) -> str:
+        return (f"CaliforniaHousingDataModule: no california_housing.csv, cal_housing_py3.pkz or cal_housing.tgz "
+                f"in {self.root} and {why}; put one there (a CSV with columns {', '.join(FEATURES)}, {TARGET}) "
+                "or set --data.root to the folder that holds it")
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="") as file:
+        reader = csv.reader(file)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path} is empty")
+        header = [h.strip() for h in header]
+        missing = [c for c in (*FEATURES, TARGET) if c not in header]
+        if missing:
+            raise ValueError(f"{path} lacks columns {', '.join(missing)} (has {', '.join(header)})")
+        cols = [header.index(c) for c in (*FEATURES, TARGET)]
+        table = np.array([[float(row[i]) for i in cols] for row in reader], dtype=np.float64)
+    if table.ndim != 2 or len(table) == 0:
+        raise ValueError(f"{path} has no data rows")
+    return table[:, :-1], table[:, -1]
+
+
+def derive_features(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's features from its cached column order: medianHouseValue, medianIncome,
+    housingMedianAge, totalRooms, totalBedrooms, population, households, latitude, longitude."""
+    if raw.ndim != 2 or raw.shape[1] != 9:
+        raise ValueError(f"expected 9 columns, got shape {raw.shape}")
+    value, income, age, rooms, bedrooms, population, households, lat, lon = raw.T
+    x = np.stack([income, age, rooms / households, bedrooms / households, population, population / households,
+                  lat, lon], axis=1)
+    return x, value / 100_000.0
+
+
+def read_raw_archive(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``cal_housing.tgz`` (member CaliforniaHousing/cal_housing.data, columns longitude, latitude,
+    housingMedianAge, totalRooms, totalBedrooms, population, households, medianIncome, medianHouseValue)."""
+    with tarfile.open(path) as archive:
+        member = archive.extractfile("CaliforniaHousing/cal_housing.data")
+        raw = np.loadtxt(io.TextIOWrapper(member), delimiter=",", ndmin=2)
+    return derive_features(raw[:, [8, 7, 2, 3, 4, 5, 6, 1, 0]])
+
+
+class SyntheticRegressionDataModule(FullBatchRegressionDataModule):
+    """A synthetic stand-in (NOT California Housing): x ~ N(0, I_d) (or Student-t(2) with ``heavy_tailed``),
+    y = sin(x_1) + 0.5 x_2^2 + 2 + noise * N(0, 1), the reference simulation of the GN spec (section 5)."""
+
+    def __init__(self, in_features: int = 8, heavy_tailed: bool = False, noise: float = 0.0, n_train: int = 256,
+                 n_test: int = 256, seed: int = 0, steps_per_epoch: int = 100) -> None:
+        super().__init__(n_train, n_test, seed, steps_per_epoch)
+        if in_features < 2:
+            raise ValueError(f"SyntheticRegressionDataModule needs in_features >= 2, got {in_features}")
+        self.d, self.heavy_tailed, self.noise = in_features, heavy_tailed, noise
+
+    def load_table(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed + 1)
+        shape = (self.n_train + self.n_test, self.d)
+        x = rng.standard_t(2, shape) if self.heavy_tailed else rng.standard_normal(shape)
+        y = np.sin(x[:, 0]) + 0.5 * x[:, 1] ** 2 + 2 + self.noise * rng.standard_normal(len(x))
+        return x, y

@@ -1,0 +1,179 @@
+"""The GDA theory model of Balaji et al. (ICLR 2021): G(z) = V relu(W z), D(x) = d^T x, R(d) = -|d|^2/2.
+
+Full-batch training on fixed latent codes in float64, either simultaneous GDA (eq. 3, Theorem 2.1) or gradient
+descent with the discriminator solved exactly (eq. 5, Theorem 2.2). Step sizes follow mu / eta >= 8 beta^2 with
+beta measured (2 |J(W_0)|, the factor from the proof), the theoretical beta of A.6, or a given value.
+"""
+import math
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from nets import gda_theory as theory
+
+
+class SyntheticGDAModule(pl.LightningModule):
+    """One-hidden-layer generator vs. linear discriminator, trained by full-batch GDA or optimal-D GD.
+
+    Args:
+        data_dim: m, must equal the datamodule's ``dim``.
+        latent_dim: d, the latent dimension.
+        k: hidden width (the overparameterisation knob).
+        n_latent: number of fixed latent codes z_i.
+        sigma_v, sigma_w, sigma_z: init scales of V, W_0 and z_i.
+        solver: ``gda`` (simultaneous GDA, eq. 3) or ``optimal_d`` (GD on eq. 5).
+        mu: discriminator step (GDA), 0 < mu <= 1.
+        eta_bar: eta = eta_bar * mu / (8 beta^2) for GDA, eta_bar / (3 beta^2) for optimal_d.
+        eta: a fixed generator step instead of the rule (the Fig. 2 confound of a k-independent step).
+        beta: a given beta-hat; otherwise ``beta_rule`` decides.
+        beta_rule: ``measured`` (2 |J(W_0)|) or ``theory`` (3 s_v s_z (sqrt k + 2 sqrt m) sqrt((d+(n-1)/pi)/2n)).
+        update: ``autograd`` (one backward at (W_t, d_t)) or ``explicit`` (closed-form gradients).
+        diag_every: log the Jacobian spectrum and drift (one m x k SVD) every this many steps.
+
+    V, Z and W_0 are drawn from the global torch RNG (``--seed``); d_0 = 0.
+    """
+
+    def __init__(self, data_dim: int = 5, latent_dim: int = 4, k: int = 64, n_latent: int = 100,
+                 sigma_v: float = 1.0, sigma_w: float = 1.0, sigma_z: float = 1.0,
+                 solver: Literal["gda", "optimal_d"] = "gda", mu: float = 0.5, eta_bar: float = 1.0,
+                 eta: Optional[float] = None, beta: Optional[float] = None,
+                 beta_rule: Literal["measured", "theory"] = "measured",
+                 update: Literal["autograd", "explicit"] = "autograd", diag_every: int = 100) -> None:
+        super().__init__()
+        for name, value in (("data_dim", data_dim), ("latent_dim", latent_dim), ("k", k), ("n_latent", n_latent),
+                            ("diag_every", diag_every)):
+            if value < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {value}")
+        if min(sigma_v, sigma_w, sigma_z) <= 0:
+            raise ValueError("model.sigma_v, sigma_w and sigma_z must be positive")
+        if not 0 < mu <= 1:
+            raise ValueError(f"model.mu must be in (0, 1], got {mu}")
+        if eta_bar <= 0 or (eta is not None and eta <= 0) or (beta is not None and beta <= 0):
+            raise ValueError("model.eta_bar, eta and beta must be positive")
+        if solver not in ("gda", "optimal_d") or update not in ("autograd", "explicit") or \
+                beta_rule not in ("measured", "theory"):
+            raise ValueError(f"unknown solver/update/beta_rule: {solver}/{update}/{beta_rule}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        f64 = torch.float64
+        self.register_buffer("V", sigma_v * torch.randn(data_dim, k, dtype=f64))
+        self.register_buffer("Z", sigma_z * torch.randn(n_latent, latent_dim, dtype=f64))
+        W0 = sigma_w * torch.randn(k, latent_dim, dtype=f64)
+        self.register_buffer("W0", W0)
+        self.W = nn.Parameter(W0.clone())
+        self.d = nn.Parameter(torch.zeros(data_dim, dtype=f64))
+        self.register_buffer("initial_residual", torch.tensor(math.nan, dtype=f64))
+        sigma_min0, sigma_max0 = theory.jacobian_extremes(W0, self.V, self.Z)
+        self.alpha_hat = sigma_min0
+        if beta is not None:
+            self.beta_hat = beta
+        elif beta_rule == "measured":
+            self.beta_hat = 2 * sigma_max0
+        else:
+            self.beta_hat = theory.theory_beta(k, data_dim, latent_dim, n_latent, sigma_v, sigma_z)
+        if eta is not None:
+            self.eta = eta
+        elif solver == "gda":
+            self.eta = theory.eta_gda(mu, self.beta_hat, eta_bar)
+        else:
+            self.eta = theory.eta_optimal_d(self.beta_hat, eta_bar)
+        # predicted geometric rate of the residual: (25) for GDA, (38) for optimal-D GD
+        shrink = self.eta * self.alpha_hat ** 2
+        self.rate_predicted = 1 - shrink / 2 if solver == "gda" else 1 - shrink
+        self.monitor, self.last_ratio = None, 1.0
+
+    # ------------------------------------------------------------------ model
+    def generator_mean(self) -> Tensor:
+        return theory.generator_mean(self.W, self.V, self.Z)
+
+    def objective(self, x_bar: Tensor) -> Tensor:
+        """L(W, d) (eq. 2) for GDA; |f(W) - x_bar|^2 / 2 (eq. 5) for optimal-D GD."""
+        residual = x_bar - self.generator_mean()
+        if self.hparams.solver == "gda":
+            return self.d @ residual - 0.5 * self.d @ self.d
+        return 0.5 * residual @ residual
+
+    def explicit_grads(self, x_bar: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        residual = x_bar - self.generator_mean()
+        if self.hparams.solver == "gda":
+            return theory.grad_W(self.W, self.V, self.Z, self.d), residual - self.d
+        return theory.grad_W(self.W, self.V, self.Z, residual), None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # one optimiser, two groups: a single step() per iteration keeps global_step = iteration count
+        groups = [{"params": [self.W], "lr": self.eta}]
+        if self.hparams.solver == "gda":
+            groups.append({"params": [self.d], "lr": self.hparams.mu, "maximize": True})
+        return torch.optim.SGD(groups, lr=self.eta)
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        dim = getattr(self.trainer.datamodule, "dim", self.hparams.data_dim)
+        if dim != self.hparams.data_dim:
+            raise ValueError(f"model.data_dim ({self.hparams.data_dim}) differs from the data's dimension ({dim})")
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        x_bar = batch.to(torch.float64).mean(0)
+        if math.isnan(float(self.initial_residual)):
+            with torch.no_grad():
+                self.initial_residual.fill_(float(torch.linalg.vector_norm(x_bar - self.generator_mean())))
+        opt = self.optimizers()
+        opt.zero_grad()
+        loss = self.objective(x_bar)
+        if self.hparams.update == "autograd":
+            self.manual_backward(loss)
+        else:
+            grad_w, grad_d = self.explicit_grads(x_bar)
+            self.W.grad = grad_w
+            if grad_d is not None:
+                self.d.grad = grad_d  # ascent: SGD(maximize=True) adds lr * grad
+        opt.step()
+        self.log_state(x_bar, loss.detach())
+
+    @torch.no_grad()
+    def state(self, x_bar: Tensor) -> dict[str, Tensor]:
+        """Residual, discriminator and lazy-training quantities of the current (W, d)."""
+        residual = self.generator_mean() - x_bar
+        r_norm = torch.linalg.vector_norm(residual)
+        d = self.d if self.hparams.solver == "gda" else -residual
+        move = self.W - self.W0
+        return {"residual": r_norm, "residual_ratio": r_norm / self.initial_residual,
+                "mse": r_norm ** 2 / residual.numel(), "d_norm": torch.linalg.vector_norm(d),
+                "state_norm": torch.sqrt(r_norm ** 2 + d @ d),
+                "d_gap": torch.linalg.vector_norm(d + residual),
+                "w_move_rel": torch.linalg.matrix_norm(move) / torch.linalg.matrix_norm(self.W0)}
+
+    def log_state(self, x_bar: Tensor, loss: Tensor) -> None:
+        values = {f"train/{k}": v for k, v in self.state(x_bar).items()}
+        self.last_ratio = float(values["train/residual_ratio"])
+        values["train/objective"] = loss
+        self.log_dict(values)
+        if (self.global_step % self.hparams.diag_every) == 0:
+            self.log_dict({f"train/{k}": v for k, v in self.diagnostics().items()})
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """Jacobian spectrum and drift via V diag(D)/n, and the parameter movement in operator norm."""
+        sigma_min, sigma_max = theory.jacobian_extremes(self.W, self.V, self.Z)
+        steps = max(self.global_step, 1)
+        return {"sigma_min_J": sigma_min, "sigma_max_J": sigma_max,
+                "jacobian_drift": theory.jacobian_drift(self.W, self.W0, self.V, self.Z),
+                "w_move_op": float(torch.linalg.matrix_norm(self.W - self.W0, ord=2)),
+                "rate_empirical": self.last_ratio ** (1 / steps)}
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        state = self.state(batch.to(torch.float64).mean(0))
+        self.log_dict({"test/residual": state["residual"], "test/mse": state["mse"]})
+
+    # ------------------------------------------------------------------ reporting
+    def results(self) -> dict[str, Any]:
+        """Step sizes, constants and final theory diagnostics for results.json."""
+        h = self.hparams
+        return {"k": h.k, "m": h.data_dim, "latent_dim": h.latent_dim, "n_latent": h.n_latent, "solver": h.solver,
+                "mu": h.mu if h.solver == "gda" else None, "eta": self.eta, "beta_hat": self.beta_hat,
+                "alpha_hat": self.alpha_hat, "rate_predicted": self.rate_predicted,
+                "alpha_theory": theory.theory_alpha(h.k, h.data_dim, h.latent_dim, h.n_latent, h.sigma_v, h.sigma_z),
+                "beta_theory": theory.theory_beta(h.k, h.data_dim, h.latent_dim, h.n_latent, h.sigma_v, h.sigma_z),
+                "final": self.diagnostics()}

@@ -1,0 +1,138 @@
+"""Full-batch gradient descent on a growable homogeneous network (the GD stages of Neuron Pursuit)."""
+from typing import Any, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from nets.growable import GrowableNet
+
+
+class NeuronPursuitModule(pl.LightningModule):
+    """Runs ``gd_steps_per_batch`` plain full-batch GD steps per Lightning step on ``GrowableNet``.
+
+    The loss is the mean over all entries of (H(X) - Y)^2 (torch's MSELoss). With one full batch per
+    epoch, one epoch is ``gd_steps_per_batch`` GD steps; the ``NeuronPursuit`` callback grows the net at
+    stage boundaries. Without that callback this is the small-initialisation GD baseline
+    (``init_radius`` > 0 draws the whole parameter vector uniformly on a sphere of that radius).
+
+    Args:
+        in_features, out_features, depth, alpha, power, widths: the network (see ``nets.GrowableNet``).
+        lr: GD step size.
+        gd_steps_per_batch: GD steps per Lightning step.
+        init_radius: 0 leaves the weights at zero (NP initialises them); else the baseline's init radius.
+        classification: also report the argmax classification error (one-hot targets).
+    """
+
+    def __init__(self, in_features: int, out_features: int = 1, depth: int = 3, alpha: float = 0.0, power: int = 1,
+                 widths: Optional[Sequence[int]] = None, lr: float = 0.005, gd_steps_per_batch: int = 1000,
+                 init_radius: float = 0.0, classification: bool = False) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr must be positive, got {lr}")
+        if gd_steps_per_batch < 1:
+            raise ValueError(f"model.gd_steps_per_batch must be >= 1, got {gd_steps_per_batch}")
+        if init_radius < 0:
+            raise ValueError(f"model.init_radius must be >= 0, got {init_radius}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = GrowableNet(in_features, out_features, depth, alpha, power, widths)
+        self.monitor, self.monitor_mode = None, "min"  # NP tests the last weights
+        self._test_sums: dict[str, float] = {}
+        if init_radius > 0:
+            self._sphere_init(init_radius)
+
+    @torch.no_grad()
+    def _sphere_init(self, radius: float) -> None:
+        flat = torch.cat([w.flatten() for w in self.net.weights])
+        flat = torch.randn_like(flat)
+        flat *= radius / flat.norm()
+        for w, chunk in zip(self.net.weights, flat.split([w.numel() for w in self.net.weights])):
+            w.copy_(chunk.view_as(w))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    # ------------------------------------------------------------------ metrics
+    def prepare(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        dtype = self.net.weights[0].dtype
+        if x.shape[1] != self.net.in_features or y.shape[1] != self.net.out_features:
+            raise ValueError(f"data has {x.shape[1]} inputs and {y.shape[1]} outputs but the model was configured "
+                             f"with in_features={self.net.in_features}, out_features={self.net.out_features}")
+        return x.to(self.device, dtype), y.to(self.device, dtype)
+
+    @staticmethod
+    def loss_fn(out: Tensor, y: Tensor) -> Tensor:
+        return (out - y).square().mean()
+
+    @torch.no_grad()
+    def errors(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """Loss, relative error ||f - H|| / ||f|| and (classification) argmax error on (x, y)."""
+        out = self.net(x)
+        err = {"loss": float(self.loss_fn(out, y)), "rel_err": float((out - y).norm() / y.norm())}
+        if self.hparams.classification:
+            err["class_err"] = float((out.argmax(1) != y.argmax(1)).double().mean())
+        return err
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = self.prepare(*batch)
+        opt = self.optimizers(use_pl_optimizer=False)  # the raw optimizer: no per-step Lightning wrapping
+        params = list(self.net.parameters())
+        for _ in range(self.hparams.gd_steps_per_batch):
+            loss = self.loss_fn(self.net(x), y)
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+        err = self.errors(x, y)
+        self.log_dict({f"train/{k}": v for k, v in err.items()}, on_step=False, on_epoch=True, prog_bar=True)
+        return loss.detach()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # plain GD is stateless, so rebuilding it after every growth loses nothing
+        return torch.optim.SGD(self.net.parameters(), lr=self.hparams.lr, foreach=True)
+
+    # ------------------------------------------------------------------ test (relative error over the whole set)
+    def on_test_epoch_start(self) -> None:
+        self._test_sums = {"sq_err": 0.0, "sq_y": 0.0, "wrong": 0.0, "n": 0.0}
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = self.prepare(*batch)
+        out = self.net(x)
+        sums = self._test_sums
+        sums["sq_err"] += float((out - y).square().sum())
+        sums["sq_y"] += float(y.square().sum())
+        sums["n"] += len(y)
+        if self.hparams.classification:
+            sums["wrong"] += float((out.argmax(1) != y.argmax(1)).sum())
+
+    def on_test_epoch_end(self) -> None:
+        s = self._test_sums
+        metrics = {"test/rel_err": (s["sq_err"] / s["sq_y"]) ** 0.5,
+                   "test/loss": s["sq_err"] / (s["n"] * self.net.out_features)}
+        if self.hparams.classification:
+            metrics["test/class_err"] = s["wrong"] / s["n"]
+        self.log_dict(metrics)
+
+    # ------------------------------------------------------------------ grown widths in checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["np_widths"] = self.net.widths
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.prepare_for_checkpoint(checkpoint)
+
+    def prepare_for_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resize the net to the checkpoint's widths so its state dict loads (called before loading)."""
+        widths = checkpoint.get("np_widths")
+        if widths is not None and list(widths) != self.net.widths:
+            self.net.resize(widths)
+
+    def results(self) -> dict[str, Any]:
+        from callbacks.neuron_pursuit import NeuronPursuit
+
+        extra: dict[str, Any] = {"widths": self.net.widths}
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, NeuronPursuit):
+                extra.update(cb.summary())
+        return extra

@@ -1,0 +1,168 @@
+"""Fixed column-orthonormal projections R^d -> R^P, regenerated from a seed (never stored in checkpoints).
+
+``DenseProjector`` holds the exact P x d matrix (small targets only). ``HadamardProjector`` stacks
+m = ceil(P / n) randomized Hadamard blocks Q_b = (1/n) H D2_b Pi_b H D1 (n = 2^ceil(log2 d), z zero-padded
+to n), each exactly orthogonal, scaled by 1/sqrt(m): O(P) memory, O(P log n) time per product. When P is
+not a multiple of n the rows past P are dropped and a d x d correction (W^T W)^(-1/2) restores exact
+column-orthonormality.
+"""
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class DenseProjector(nn.Module):
+    """Exact orthonormal-column P x d matrix from the QR of a seeded Gaussian (float64, sign-fixed)."""
+
+    kind = "dense"
+
+    def __init__(self, out_features: int, in_features: int, seed: int) -> None:
+        super().__init__()
+        check_sizes(out_features, in_features)
+        self.out_features, self.in_features, self.seed = out_features, in_features, seed
+        gaussian = torch.randn(out_features, in_features, generator=_generator(seed), dtype=torch.float64)
+        q, r = torch.linalg.qr(gaussian)
+        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
+        self.register_buffer("weight", q.float(), persistent=False)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.weight @ z
+
+    def transpose(self, g: Tensor) -> Tensor:
+        return self.weight.T @ g
+
+    def row_sq_norms(self) -> Tensor:
+        return self.weight.square().sum(1)
+
+    def memory_bytes(self) -> int:
+        return self.weight.numel() * self.weight.element_size()
+
+
+def hadamard_transform(x: Tensor) -> Tensor:
+    """Unnormalised Walsh-Hadamard transform over the last dim (a power of two), as H_a X H_b matmuls."""
+    n = x.shape[-1]
+    if n == 1:
+        return x
+    k = n.bit_length() - 1
+    a, b = 1 << (k // 2), 1 << (k - k // 2)
+    h_a, h_b = _hadamard_matrix(a, x), _hadamard_matrix(b, x)
+    y = h_a @ x.reshape(*x.shape[:-1], a, b) @ h_b
+    return y.reshape(x.shape)
+
+
+def _hadamard_matrix(n: int, like: Tensor) -> Tensor:
+    h = torch.ones(1, 1, dtype=like.dtype, device=like.device)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+class _Project(torch.autograd.Function):
+    """W z with backward W^T g, so autograd stores nothing of size P x log n."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, projector: "HadamardProjector") -> Tensor:
+        ctx.projector = projector
+        return projector.apply_forward(z)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return ctx.projector.transpose(grad), None
+
+
+class HadamardProjector(nn.Module):
+    """Structured orthogonal projection; buffers are O(P) (signs and permutations), none persistent."""
+
+    kind = "hadamard"
+
+    def __init__(self, out_features: int, in_features: int, seed: int) -> None:
+        super().__init__()
+        check_sizes(out_features, in_features)
+        self.out_features, self.in_features, self.seed = out_features, in_features, seed
+        n = 1 << max(in_features - 1, 0).bit_length()
+        m = math.ceil(out_features / n)
+        self.block, self.blocks = n, m
+        gen = _generator(seed)
+        self.register_buffer("d1", _signs(n, gen), persistent=False)
+        self.register_buffer("d2", _signs(m * n, gen).view(m, n), persistent=False)
+        perm = torch.argsort(torch.rand(m, n, generator=gen), dim=1)
+        self.register_buffer("perm", perm, persistent=False)
+        self.scale = 1.0 / (n * math.sqrt(m))
+        self.register_buffer("correction", self._correction(), persistent=False)
+
+    def _raw(self, z: Tensor) -> Tensor:
+        """Stacked blocks applied to z (..., d) -> (..., m * n), before the row cut."""
+        x = torch.nn.functional.pad(z, (0, self.block - self.in_features)) * self.d1
+        x = hadamard_transform(x).unsqueeze(-2) * self.d2  # (..., m, n)
+        x = x.gather(-1, self.perm.expand(*x.shape[:-2], -1, -1))
+        return hadamard_transform(x).flatten(-2) * self.scale
+
+    def _raw_transpose(self, g: Tensor) -> Tensor:
+        g = torch.nn.functional.pad(g, (0, self.blocks * self.block - self.out_features))
+        x = hadamard_transform(g.unflatten(-1, (self.blocks, self.block))) * self.scale
+        x = torch.zeros_like(x).scatter_(-1, self.perm.expand(*x.shape[:-2], -1, -1), x) * self.d2
+        x = hadamard_transform(x.sum(-2)) * self.d1
+        return x[..., : self.in_features]
+
+    def _correction(self) -> Tensor:
+        """(W^T W)^(-1/2) for the kept rows, or an empty tensor when no row is dropped."""
+        dropped = self.blocks * self.block - self.out_features
+        if dropped == 0:
+            return torch.empty(0)
+        columns = self._raw(torch.eye(self.in_features))[:, self.out_features:].double()  # (d, dropped)
+        gram = torch.eye(self.in_features, dtype=torch.float64) - columns @ columns.T
+        vals, vecs = torch.linalg.eigh(gram)
+        return (vecs * vals.clamp_min(1e-12).rsqrt() @ vecs.T).float()
+
+    def apply_forward(self, z: Tensor) -> Tensor:
+        if self.correction.numel():
+            z = z @ self.correction
+        return self._raw(z)[..., : self.out_features]
+
+    def transpose(self, g: Tensor) -> Tensor:
+        x = self._raw_transpose(g)
+        return x @ self.correction if self.correction.numel() else x
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _Project.apply(z, self)
+
+    def row_sq_norms(self) -> Tensor:
+        # exact in sum (trace W^T W = d); individual rows deviate slightly from the mean
+        return torch.full((self.out_features,), self.in_features / self.out_features, device=self.d1.device)
+
+    def memory_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+
+def _signs(n: int, gen: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (n,), generator=gen).float().mul_(2).sub_(1)
+
+
+def check_sizes(out_features: int, in_features: int) -> None:
+    if in_features <= 0:
+        raise ValueError(f"latent size must be positive, got {in_features}")
+    if in_features > out_features:
+        raise ValueError(f"latent size {in_features} exceeds the {out_features} parameters it generates; "
+                         "orthonormal columns need latent size <= parameter count")
+
+
+Projector = DenseProjector | HadamardProjector
+ProjectorKind = Literal["auto", "dense", "hadamard"]
+
+
+def make_projector(kind: ProjectorKind, out_features: int, in_features: int, seed: int,
+                   dense_limit_mb: float = 64.0) -> Projector:
+    """``auto`` picks the exact dense matrix when it fits in ``dense_limit_mb`` (fp32), else Hadamard blocks."""
+    if kind == "auto":
+        kind = "dense" if 4 * out_features * in_features <= dense_limit_mb * 2**20 else "hadamard"
+    if kind == "dense":
+        return DenseProjector(out_features, in_features, seed)
+    if kind == "hadamard":
+        return HadamardProjector(out_features, in_features, seed)
+    raise ValueError(f"projector must be auto, dense or hadamard, got {kind!r}")

@@ -1,0 +1,58 @@
+"""Shared test helpers: run train.py in-process on small data, read its run folder."""
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FMNIST_SLICE = ROOT / "data"  # the real Fashion-MNIST slice shipped with the repo (data/README.md)
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+QUIET = ["--wandb", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def run_train(args: list[str], root: Path, quiet: bool = True) -> int:
+    """``python train.py ARGS`` in this process with runs under ``root``; returns the exit code."""
+    import train
+
+    return train.main([*args, "--trainer.default_root_dir", str(root), *(QUIET if quiet else [])])
+
+
+def run_dir(root: Path, name: str, version: int = 0) -> Path:
+    return root / name / f"version_{version}"
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    return json.loads((path / "results.json").read_text())
+
+
+def read_metrics(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    with open(path / "metrics.csv", newline="") as file:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(file)]
+
+
+@pytest.fixture
+def fmnist_root(tmp_path: Path) -> Path:
+    """A writable copy-free pointer to the shipped slice (archives are extracted to a cache if needed)."""
+    return FMNIST_SLICE
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OVERPARAM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("OVERPARAM_RUN_DIR", raising=False)
+
+
+def python() -> str:
+    return sys.executable
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
