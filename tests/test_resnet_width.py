@@ -1,0 +1,142 @@
+"""Gulcu ResNet (2.3), the layer-factor NTK, and the full-batch GD module end to end."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from callbacks.ntk import jacobian_features, layer_grams, ntk
+from conftest import read_metrics, read_results, run_dir, run_train
+from datamodules.sphere import sphere_data
+from nets.resnet_width import GulcuResNet, c_phi, data_kernel
+
+SMALL = ["--config", "configs/resnet_width/n64_m64_h10.yaml", "--data.n", "8", "--data.d", "4",
+         "--data.n_test", "4", "--data.steps_per_epoch", "5", "--model.net.init_args.in_features", "4",
+         "--model.net.init_args.width", "8", "--model.net.init_args.depth", "3",
+         "--trainer.callbacks.init_args.every_n_steps", "3"]
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return sphere_data(n, d, "gaussian", torch.Generator().manual_seed(seed))[0]
+
+
+def full_jacobian(net: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    jac = jacrev(lambda p: functional_call(net, p, (x,)).reshape(-1))(params)
+    return torch.cat([j.reshape(len(x), -1) for j in jac.values()], dim=1)
+
+
+def test_c_phi_against_direct_integration() -> None:
+    grid = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+    density = torch.exp(-grid**2 / 2) / math.sqrt(2 * math.pi)
+    for name, phi in (("tanh", torch.tanh), ("softplus", nn.functional.softplus)):
+        assert c_phi(name) == pytest.approx(1 / torch.trapezoid(phi(grid) ** 2 * density, grid).item(), rel=1e-8)
+    assert c_phi("relu") == pytest.approx(2.0, rel=1e-6)  # E[relu(g)^2] = 1/2 exactly
+    assert c_phi("tanh") == pytest.approx(2.536175, abs=1e-6)  # spec table 1.4
+
+
+def test_forward_is_eq_2_3() -> None:
+    torch.manual_seed(0)
+    m, depth, c_res = 6, 4, 0.3
+    net = GulcuResNet(3, m, depth, c_res).double()
+    x, y = unit_rows(5, 3), torch.tensor([1.0, -1, 1, 1, -1], dtype=torch.float64)
+    net.set_output(y)
+    assert torch.equal(net.a, torch.tensor([1, 1, 1, -1, -1, -1], dtype=torch.float64) * y.norm() / math.sqrt(5))
+    w = [layer.weight for layer in net.layers]
+    h = math.sqrt(c_phi("tanh") / m) * torch.tanh(x @ w[0].T)
+    for k in range(1, depth):
+        h = h + c_res / (depth * math.sqrt(m)) * torch.tanh(h @ w[k].T)
+    torch.testing.assert_close(net(x), h @ net.a)
+    assert all(layer.bias is None for layer in net.layers)
+    assert not any(name == "a" for name, _ in net.named_parameters())
+
+
+@pytest.mark.parametrize("kwargs", [dict(width=4, depth=3), dict(width=4, depth=3, residual=False, activation="softplus")])
+def test_ntk_matches_jacrev(kwargs: dict) -> None:
+    torch.manual_seed(1)
+    net = GulcuResNet(in_features=3, **kwargs).double()
+    x = unit_rows(6, 3)
+    net.set_output(torch.randn(6, dtype=torch.float64))
+    jac = full_jacobian(net, x, {k: v.detach() for k, v in net.named_parameters()})
+    torch.testing.assert_close(ntk(net, x), jac @ jac.T, rtol=1e-10, atol=1e-12)
+
+
+def test_ntk_with_biases_and_cross_kernel() -> None:
+    torch.manual_seed(2)
+    mlp = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 5, bias=False), nn.Softplus(), nn.Linear(5, 1)).double()
+    x = unit_rows(7, 3)
+    params0 = {k: v.detach().clone() for k, v in mlp.named_parameters()}
+    _, feats0 = jacobian_features(mlp, x)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    params1 = {k: v.detach() for k, v in mlp.named_parameters()}
+    _, feats1 = jacobian_features(mlp, x)
+    j0, j1 = full_jacobian(mlp, x, params0), full_jacobian(mlp, x, params1)
+    torch.testing.assert_close(layer_grams(feats1).sum(0), j1 @ j1.T, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer_grams(feats1, feats0).sum(0), j1 @ j0.T, rtol=1e-10, atol=1e-12)
+
+
+def test_ntk_rejects_nets_it_cannot_factor() -> None:
+    class Stray(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.v = nn.Linear(3, 2), nn.Parameter(torch.ones(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) @ self.v
+
+    with pytest.raises(ValueError, match="nn.Linear"):
+        ntk(Stray(), torch.ones(4, 3))
+    shared = nn.Linear(3, 3, bias=False)
+    with pytest.raises(ValueError, match="twice"):
+        ntk(nn.Sequential(shared, shared, nn.Linear(3, 1)), torch.ones(4, 3))
+
+
+def test_data_kernel_against_monte_carlo() -> None:
+    x = unit_rows(6, 4)
+    w = torch.randn(4, 400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    dphi = 1 - torch.tanh(x @ w) ** 2
+    monte_carlo = (dphi @ dphi.T / w.shape[1]) * (x @ x.T)
+    torch.testing.assert_close(data_kernel(x, "tanh"), monte_carlo, rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("kwargs", [dict(width=5), dict(width=4, c_res=1.0), dict(depth=0), dict(activation="elu")])
+def test_bad_net_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        GulcuResNet(**{"in_features": 3, "width": 4, **kwargs})
+
+
+def test_train_converges_and_logs(tmp_path: Path) -> None:
+    assert run_train([*SMALL, "--trainer.max_steps", "300", "--name", "run"], tmp_path) == 0
+    res = read_results(run_dir(tmp_path, "run"))
+    assert res["eta_times_lambda_max_start"] == pytest.approx(1.0)
+    assert res["train/loss_reduction"] > 1e2 and res["ntk/lambda_min_end"] > 0 and res["ntk/lambda_min_start"] > 0
+    rows = [r for r in read_metrics(run_dir(tmp_path, "run")) if r.get("ntk/rate_measured")]
+    late = rows[len(rows) // 2:]
+    assert late and all(abs(float(r["ntk/rate_measured"]) - float(r["ntk/rate_predicted"])) < 0.05 for r in late)
+    assert all(float(r["ntk/linearisation_error"]) < 1e-2 for r in late)
+
+
+def test_bad_config_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_train([*SMALL, "--model.net.init_args.width", "7", "--name", "bad"], tmp_path) == 1
+    assert "even" in capsys.readouterr().err
+    assert run_train([*SMALL, "--data.labels", "binary", "--name", "bad2"], tmp_path) == 1
+
+
+def test_resume_reproduces_trajectory(tmp_path: Path) -> None:
+    common = [*SMALL, "--checkpoint_every_n_steps", "4"]
+    assert run_train([*common, "--trainer.max_steps", "14", "--name", "full"], tmp_path) == 0
+    assert run_train([*common, "--trainer.max_steps", "7", "--name", "part"], tmp_path) == 0
+    assert run_train([*common, "--trainer.max_steps", "14", "--name", "part", "--ckpt_path", "last"], tmp_path) == 0
+    full, part = read_metrics(run_dir(tmp_path, "full")), read_metrics(run_dir(tmp_path, "part"))
+    train_rows = lambda rows: [{k: v for k, v in r.items() if k.startswith("train/") and v} for r in rows]  # noqa: E731
+    assert [r for r in train_rows(full) if r] == [r for r in train_rows(part) if r]
+    ntk_rows = lambda rows: [(r["step"], *sorted((k, v) for k, v in r.items() if k.startswith("ntk/") and v))
+                             for r in rows if any(v for k, v in r.items() if k.startswith("ntk/"))]  # noqa: E731
+    full_ntk, part_ntk = ntk_rows(full), set(ntk_rows(part))
+    assert len(full_ntk) >= 8 and all(r in part_ntk for r in full_ntk)  # part also has the stop-at-7 rows
+    a, b = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "part"))
+    for key in ("train/loss_end", "ntk/lambda_min_end", "ntk/lambda_min_start", "eta"):
+        assert a[key] == b[key]
