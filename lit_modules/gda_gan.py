@@ -130,7 +130,12 @@ class SyntheticGDAModule(pl.LightningModule):
             if grad_d is not None:
                 self.d.grad = grad_d  # ascent: SGD(maximize=True) adds lr * grad
         opt.step()
-        self.log_state(x_bar, loss.detach())
+        # on fixed step multiples only, so an interrupted run logs the same rows; results() adds the final state
+        step = self.global_step
+        if step % self.trainer.log_every_n_steps == 0:  # state logging costs more than the step itself
+            self.log_state(x_bar, loss.detach())
+        if step % self.hparams.diag_every == 0:
+            self.log_dict({f"train/{k}": v for k, v in self.diagnostics().items()})
 
     @torch.no_grad()
     def state(self, x_bar: Tensor) -> dict[str, Tensor]:
@@ -150,8 +155,6 @@ class SyntheticGDAModule(pl.LightningModule):
         self.last_ratio = float(values["train/residual_ratio"])
         values["train/objective"] = loss
         self.log_dict(values)
-        if (self.global_step % self.hparams.diag_every) == 0:
-            self.log_dict({f"train/{k}": v for k, v in self.diagnostics().items()})
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
@@ -169,9 +172,12 @@ class SyntheticGDAModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ reporting
     def results(self) -> dict[str, Any]:
-        """Step sizes, constants and final theory diagnostics for results.json."""
+        """The final state (overriding the last logged train/* values), step sizes, constants, diagnostics."""
         h = self.hparams
-        return {"k": h.k, "m": h.data_dim, "latent_dim": h.latent_dim, "n_latent": h.n_latent, "solver": h.solver,
+        x_bar = self.trainer.datamodule.data.to(self.W).mean(0)
+        final = {f"train/{k}": float(v) for k, v in self.state(x_bar).items()}
+        self.last_ratio = final["train/residual_ratio"]
+        return {**final, "k": h.k, "m": h.data_dim, "latent_dim": h.latent_dim, "n_latent": h.n_latent, "solver": h.solver,
                 "mu": h.mu if h.solver == "gda" else None, "eta": self.eta, "beta_hat": self.beta_hat,
                 "alpha_hat": self.alpha_hat, "rate_predicted": self.rate_predicted,
                 "alpha_theory": theory.theory_alpha(h.k, h.data_dim, h.latent_dim, h.n_latent, h.sigma_v, h.sigma_z),
