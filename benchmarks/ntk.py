@@ -1,0 +1,97 @@
+"""Exact NTK of the Gulcu ResNet: layer factors (callbacks.ntk) vs the full Jacobian from torch.func.jacrev.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ntk.py [--n 256 --m 256 --depth 10 --repeats 3]
+
+Each method runs in its own subprocess so its peak RSS is its own; memory is the peak RSS growth over the
+RSS after building the net and data. Prints both kernels' agreement and the time and memory ratios.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        line = next(ln for ln in status if ln.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(method: str, n: int, m: int, depth: int, d: int, repeats: int, out: str) -> None:
+    from torch.func import functional_call, jacrev
+
+    from callbacks.ntk import ntk
+    from datamodules.sphere import sphere_data
+    from nets.resnet_width import GulcuResNet
+
+    torch.manual_seed(0)
+    x, y = sphere_data(n, d, "sign", torch.Generator().manual_seed(0))
+    net = GulcuResNet(d, m, depth).double()
+    net.set_output(y)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def by_jacrev() -> torch.Tensor:
+        jac = jacrev(lambda p: functional_call(net, p, (x,)))(params)
+        flat = torch.cat([j.reshape(n, -1) for j in jac.values()], dim=1)
+        return flat @ flat.T
+
+    compute = (lambda: ntk(net, x)) if method == "callback" else by_jacrev
+    before = rss_mb()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernel = compute()
+        times.append(time.perf_counter() - start)
+        del kernel
+    kernel = compute()
+    torch.save(kernel, out)
+    print(json.dumps({"seconds": min(times), "extra_mb": peak_rss_mb() - before,
+                      "params": sum(p.numel() for p in params.values())}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--m", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--d", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--method", choices=["callback", "jacrev"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.method:
+        measure(args.method, args.n, args.m, args.depth, args.d, args.repeats, args.out)
+        return
+    stats, kernels = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("jacrev", "callback"):
+            out = os.path.join(tmp, f"{method}.pt")
+            cmd = [sys.executable, __file__, "--method", method, "--out", out,
+                   *[f"--{k}={getattr(args, k)}" for k in ("n", "m", "depth", "d", "repeats")]]
+            stats[method] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            kernels[method] = torch.load(out)
+    rel = float((kernels["callback"] - kernels["jacrev"]).norm() / kernels["jacrev"].norm())
+    print(f"n={args.n} m={args.m} H={args.depth} d={args.d} p={stats['jacrev']['params']:,} float64, "
+          f"threads={torch.get_num_threads()}, best of {args.repeats}")
+    for method, s in stats.items():
+        print(f"  {method:8s} {s['seconds']:8.3f} s   peak RSS growth {s['extra_mb']:9.1f} MB")
+    print(f"  relative difference of the kernels: {rel:.2e}")
+    print(f"time ratio callback/jacrev:   {stats['callback']['seconds'] / stats['jacrev']['seconds']:.4f}  (target <= 0.1)")
+    print(f"memory ratio callback/jacrev: {stats['callback']['extra_mb'] / max(stats['jacrev']['extra_mb'], 1e-9):.4f}")
+
+
+if __name__ == "__main__":
+    main()
