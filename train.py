@@ -233,6 +233,9 @@ def check_checkpoint(path: str, model: pl.LightningModule) -> None:
     written_by = ckpt.get("overparam", {}).get("model_class")
     if written_by and written_by != qualified_name(model):
         raise UsageError(f"checkpoint {path} was written by {written_by}, but this run's model is {qualified_name(model)}")
+    prepare = getattr(model, "prepare_for_checkpoint", None)
+    if callable(prepare):  # e.g. a grown network resizes to the checkpoint's widths first
+        prepare(ckpt)
     ours, theirs = model.state_dict(), ckpt["state_dict"]
     missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     mismatched = [k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape)]

@@ -2,6 +2,7 @@
 from callbacks.csv_logger import ResumableCSVLogger, truncate_metrics
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, parameter_counts)
+from callbacks.neuron_pursuit import NeuronPursuit
 
 __all__ = ["FlushLogsOnCheckpoint", "NaNGuard", "NonFiniteLossError", "ParameterCounts", "RNGState",
-           "ResumableCSVLogger", "RunCheckpoint", "RunStats", "parameter_counts", "truncate_metrics"]
+           "ResumableCSVLogger", "RunCheckpoint", "RunStats", "parameter_counts", "truncate_metrics", "NeuronPursuit"]

@@ -186,6 +186,7 @@ class NeuronPursuit(Callback):
         pl.utilities.rank_zero_warn(f"NP iteration {record['iteration']}: max NCF {record['n_max']:.3g} <= 0, "
                                     "Neuron Pursuit is not applicable (stopping)")
 
+    @torch.no_grad()
     def _end_stage(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Finish the current NP iteration: record its errors, then stop or grow."""
         train = pl_module.errors(*self._data(trainer, pl_module))

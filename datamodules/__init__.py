@@ -2,6 +2,7 @@
 from datamodules.base import DataError, VisionDataModule
 from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
 from datamodules.synthetic_gan import GaussianMeanDataModule, TwoMoonsDataModule
+from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 
 __all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "DataError", "FashionMNISTDataModule",
-           "GaussianMeanDataModule", "MNISTDataModule", "TwoMoonsDataModule", "VisionDataModule"]
+           "GaussianMeanDataModule", "MNISTDataModule", "TwoMoonsDataModule", "VisionDataModule", "ModularAdditionDataModule", "SparseFunctionDataModule"]

@@ -77,17 +77,18 @@ class NeuronPursuitModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = self.prepare(*batch)
-        opt = self.optimizers(use_pl_optimizer=False)  # the raw optimizer: no per-step Lightning wrapping
-        params = list(self.net.parameters())
-        for _ in range(self.hparams.gd_steps_per_batch):
-            loss = self.loss_fn(self.net(x), y)
-            grads = torch.autograd.grad(loss, params)
+        opt = self.optimizers()
+        params = list(self.net.weights)
+        for k in range(self.hparams.gd_steps_per_batch):
+            loss, grads = self.net.mse_and_grads(x, y)
             for p, g in zip(params, grads):
                 p.grad = g
-            opt.step()
+            # the raw optimizer skips Lightning's per-step wrapping; the last step goes through it once so
+            # that global_step counts Lightning steps
+            (opt if k == self.hparams.gd_steps_per_batch - 1 else opt.optimizer).step()
         err = self.errors(x, y)
         self.log_dict({f"train/{k}": v for k, v in err.items()}, on_step=False, on_epoch=True, prog_bar=True)
-        return loss.detach()
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # plain GD is stateless, so rebuilding it after every growth loses nothing

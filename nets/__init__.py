@@ -2,5 +2,6 @@
 from nets.cnn import CNN1, CNN2
 from nets.lstm import LSTMRegressor
 from nets.resnet import CifarResNet18, ResNet50, resnet50
+from nets.growable import GrowableNet
 
-__all__ = ["CNN1", "CNN2", "CifarResNet18", "LSTMRegressor", "ResNet50", "resnet50"]
+__all__ = ["CNN1", "CNN2", "CifarResNet18", "LSTMRegressor", "ResNet50", "resnet50", "GrowableNet"]

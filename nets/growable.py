@@ -82,6 +82,31 @@ class GrowableNet(nn.Module):
             acts.append(self.sigma(pre[-1]))
         return acts[:-1], pre
 
+    def act_grad(self, z: Tensor) -> Tensor:
+        """s'(z) = p max(z, alpha z)^(p-1) * (1 if z > 0 else alpha)."""
+        slope = torch.where(z > 0, 1.0, self.alpha).to(z.dtype)
+        return slope if self.power == 1 else self.power * homogeneous_act(z, self.alpha, self.power - 1) * slope
+
+    @torch.no_grad()
+    def mse_and_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """mean((H(x) - y)^2) and its gradient for every weight, by explicit backpropagation.
+
+        Full-batch GD on these tiny nets is dominated by per-op overhead; skipping the autograd graph
+        makes a GD step several times faster (benchmarks/neuron_pursuit.py).
+        """
+        acts, pre = [x], []
+        for w in self.weights[:-1]:
+            pre.append(acts[-1] @ w.T)
+            acts.append(self.sigma(pre[-1]))
+        err = acts[-1] @ self.weights[-1].T - y
+        delta = err * (2.0 / err.numel())
+        grads = [None] * self.depth
+        for l in range(self.depth - 1, -1, -1):
+            grads[l] = delta.T @ acts[l]
+            if l > 0:
+                delta = (delta @ self.weights[l]) * self.act_grad(pre[l - 1])
+        return err.square().mean(), grads
+
     # ------------------------------------------------------------------ growth
     @torch.no_grad()
     def add_neuron(self, layer: int, a: Tensor, b: Tensor) -> None:
