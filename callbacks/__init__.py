@@ -4,5 +4,6 @@ from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteL
                                      RunCheckpoint, RunStats, parameter_counts)
 from callbacks.neuron_pursuit import NeuronPursuit
 
-__all__ = ["FlushLogsOnCheckpoint", "NaNGuard", "NonFiniteLossError", "ParameterCounts", "RNGState",
+from callbacks.ntk import NTKMonitor
+__all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NonFiniteLossError", "ParameterCounts", "RNGState",
            "ResumableCSVLogger", "RunCheckpoint", "RunStats", "parameter_counts", "truncate_metrics", "NeuronPursuit"]

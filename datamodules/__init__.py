@@ -4,5 +4,6 @@ from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNI
 from datamodules.synthetic_gan import GaussianMeanDataModule, TwoMoonsDataModule
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 
-__all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "DataError", "FashionMNISTDataModule",
+from datamodules.sphere import SphereDataModule
+__all__ = ["SphereDataModule", "CIFAR100DataModule", "CIFAR10DataModule", "DataError", "FashionMNISTDataModule",
            "GaussianMeanDataModule", "MNISTDataModule", "TwoMoonsDataModule", "VisionDataModule", "ModularAdditionDataModule", "SparseFunctionDataModule"]

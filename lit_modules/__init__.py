@@ -3,4 +3,5 @@ from lit_modules.supervised import SupervisedModule
 from lit_modules.gda_gan import SyntheticGDAModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 
-__all__ = ["SupervisedModule", "SyntheticGDAModule", "NeuronPursuitModule"]
+from lit_modules.resnet_width import FullBatchGD
+__all__ = ["FullBatchGD", "SupervisedModule", "SyntheticGDAModule", "NeuronPursuitModule"]

@@ -4,4 +4,5 @@ from nets.lstm import LSTMRegressor
 from nets.resnet import CifarResNet18, ResNet50, resnet50
 from nets.growable import GrowableNet
 
-__all__ = ["CNN1", "CNN2", "CifarResNet18", "LSTMRegressor", "ResNet50", "resnet50", "GrowableNet"]
+from nets.resnet_width import GulcuResNet
+__all__ = ["GulcuResNet", "CNN1", "CNN2", "CifarResNet18", "LSTMRegressor", "ResNet50", "resnet50", "GrowableNet"]
