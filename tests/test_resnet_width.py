@@ -11,6 +11,7 @@ from callbacks.ntk import jacobian_features, layer_grams, ntk
 from conftest import read_metrics, read_results, run_dir, run_train
 from datamodules.sphere import sphere_data
 from nets.resnet_width import GulcuResNet, c_phi, data_kernel
+from nets.resnet_width_theory import kappa_at_init, theory
 
 SMALL = ["--config", "configs/resnet_width/n64_m64_h10.yaml", "--data.n", "8", "--data.d", "4",
          "--data.n_test", "4", "--data.steps_per_epoch", "5", "--model.net.init_args.in_features", "4",
@@ -140,3 +141,27 @@ def test_resume_reproduces_trajectory(tmp_path: Path) -> None:
     a, b = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "part"))
     for key in ("train/loss_end", "ntk/lambda_min_end", "ntk/lambda_min_start", "eta"):
         assert a[key] == b[key]
+
+
+@pytest.mark.parametrize("n, delta_prime, kappa_value, lambda_x, expected", [
+    (16, 0.1, 9.30, 0.0428, (1.29e7, 0.098, 51.0, 3.26e3, 3.1e-11)),
+    (16, 0.5, 9.30, 0.0428, (3.14e6, 0.030, 73.7, 1.13e4, 4.0e-13)),
+    (64, 0.1, 9.32, 0.0266, (2.09e7, 0.078, 102.0, 4.49e3, 1.7e-12)),
+    (64, 0.5, 9.32, 0.0266, (5.06e6, 0.024, 147.4, 1.43e4, 2.5e-14))])
+def test_theory_constants_match_spec_table(n: int, delta_prime: float, kappa_value: float, lambda_x: float,
+                                           expected: tuple) -> None:
+    """Spec section 3.3 evaluated (6.1), (6.2), (5.2), (5.17), (5.18) independently (tanh, c_res = 0.5, H = 10, m = n)."""
+    t = theory(kappa_value, lambda_x, n, d=10, y_norm=math.sqrt(n), depth=10, c_phi=c_phi("tanh"), c_res=0.5,
+               delta_prime=delta_prime, m=n)
+    for value, target in zip((t.width_factor, t.alpha, t.beta, t.lipschitz, t.eta), expected):
+        assert value == pytest.approx(target, rel=0.03)
+
+
+def test_kappa_bounds_initial_misfit() -> None:
+    x, y = sphere_data(32, 10, "sign", torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    net = GulcuResNet(10, 32, 10).double()
+    net.set_output(y)
+    k = kappa_at_init(net, x)
+    assert 8 < k < 11  # spec section 3.3: about 9.3 at these settings
+    assert float((net(x) - y).norm()) <= k * float(y.norm())  # (4.6)

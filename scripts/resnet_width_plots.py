@@ -1,0 +1,105 @@
+"""Plots and a summary table from scripts/resnet_width_sweep.py output.
+
+    .venv/bin/python scripts/resnet_width_plots.py docs/results/resnet_width_sweep.jsonl --outdir docs/results
+
+Writes resnet_width_success.png (success fraction vs m/n, per n at H = 10 and per H at n = 32),
+resnet_width_contraction.png (fitted per-step loss contraction vs (1 - eta lambda_min(K_t))^2) and
+resnet_width_kernel.png (lambda_min(K_0) vs the alpha_0^2 bound (3.21)); prints a markdown table.
+"""
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def success_curves(ax: plt.Axes, runs: list[dict], key: str, label: str) -> None:
+    groups: dict[int, dict[float, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        groups[r[key]][r["ratio"]].append(r["success"])
+    for value in sorted(groups):
+        ratios = sorted(groups[value])
+        ax.plot(ratios, [sum(groups[value][c]) / len(groups[value][c]) for c in ratios], "o-", label=f"{label}={value}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("m / n")
+    ax.set_ylabel("success fraction (L_T <= 1e-8 L_0)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("jsonl", type=Path)
+    parser.add_argument("--outdir", type=Path, default=Path("docs/results"))
+    args = parser.parse_args()
+    runs = [r for r in load(args.jsonl) if r["lr_scale"] == 1.0 and r["labels"] == "sign"]
+    steps = max(r["max_steps"] for r in runs)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    success_curves(axes[0], [r for r in runs if r["depth"] == 10], "n", "n")
+    axes[0].set_title(f"H = 10, eta = 1/lambda_max(K_0), T = {steps}")
+    success_curves(axes[1], [r for r in runs if r["n"] == 32], "depth", "H")
+    axes[1].set_title(f"n = 32, eta = 1/lambda_max(K_0), T = {steps}")
+    fig.tight_layout()
+    fig.savefig(args.outdir / "resnet_width_success.png", dpi=120)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    fitted = [r for r in runs if r["rate_fit_steps"][1] > r["rate_fit_steps"][0]]
+    for depth in sorted({r["depth"] for r in fitted}):
+        sel = [r for r in fitted if r["depth"] == depth]
+        ax.scatter([1 - r["rate_predicted"] for r in sel], [1 - r["rate_measured"] for r in sel], s=12, label=f"H={depth}")
+    lo = min(min(1 - r["rate_predicted"], 1 - r["rate_measured"]) for r in fitted)
+    hi = max(max(1 - r["rate_predicted"], 1 - r["rate_measured"]) for r in fitted)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = predicted")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("1 - (1 - eta lambda_min(K_t))^2  (linearised prediction)")
+    ax.set_ylabel("1 - fitted per-step loss ratio")
+    ax.set_title("per-step contraction of the loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.outdir / "resnet_width_contraction.png", dpi=120)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for n in sorted({r["n"] for r in runs}):
+        sel = [r for r in runs if r["n"] == n and r["depth"] == 10]
+        ax.scatter([r["alpha0_sq_bound"] for r in sel], [r["start"]["lambda_min"] for r in sel], s=12, label=f"n={n}")
+    ends = [r["alpha0_sq_bound"] for r in runs]
+    ax.plot([min(ends), max(ends)], [min(ends), max(ends)], "k--", lw=1, label="= bound")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("alpha_0^2 bound (3.21), delta' = 0")
+    ax.set_ylabel("lambda_min(K_0)")
+    ax.set_title("H = 10: NTK at initialisation vs the bound")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.outdir / "resnet_width_kernel.png", dpi=120)
+
+    print("| n | m | m/n | H | seeds | success | median steps to 1e-8 | median lambda_min(K_0) | median lambda_min(K_T) "
+          "| median lambda_min(G1_0)/lambda_min(K_0) | median lambda(X) | median theta dist | median R |")
+    print("|" + "---|" * 13)
+    cells: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        cells[(r["depth"], r["n"], r["m"])].append(r)
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    for (depth, n, m), rs in sorted(cells.items()):
+        reached = [r["steps_to_1e-8"] for r in rs if r["steps_to_1e-8"] is not None]
+        print(f"| {n} | {m} | {m / n:g} | {depth} | {len(rs)} | {sum(r['success'] for r in rs)}/{len(rs)} "
+              f"| {med(reached) if reached else '-'} | {med([r['start']['lambda_min'] for r in rs]):.3g} "
+              f"| {med([r['end']['lambda_min'] for r in rs]):.3g} "
+              f"| {med([r['start']['first_layer_lambda_min'] / r['start']['lambda_min'] for r in rs]):.3f} "
+              f"| {med([r['data_kernel_lambda_min'] for r in rs]):.3g} | {med([r['theta_distance'] for r in rs]):.3g} "
+              f"| {med([r['radius_R'] for r in rs]):.3g} |")
+
+
+if __name__ == "__main__":
+    main()
