@@ -22,11 +22,14 @@ class NeuronPursuitModule(pl.LightningModule):
         gd_steps_per_batch: GD steps per Lightning step.
         init_radius: 0 leaves the weights at zero (NP initialises them); else the baseline's init radius.
         classification: also report the argmax classification error (one-hot targets).
+        stop_rel_err: if set, stop when the relative training error falls below it (the GD baseline's rule;
+            under Neuron Pursuit the callback decides instead).
     """
 
     def __init__(self, in_features: int, out_features: int = 1, depth: int = 3, alpha: float = 0.0, power: int = 1,
                  widths: Optional[Sequence[int]] = None, lr: float = 0.005, gd_steps_per_batch: int = 1000,
-                 init_radius: float = 0.0, classification: bool = False) -> None:
+                 init_radius: float = 0.0, classification: bool = False,
+                 stop_rel_err: Optional[float] = None) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"model.lr must be positive, got {lr}")
@@ -88,6 +91,8 @@ class NeuronPursuitModule(pl.LightningModule):
             (opt if k == self.hparams.gd_steps_per_batch - 1 else opt.optimizer).step()
         err = self.errors(x, y)
         self.log_dict({f"train/{k}": v for k, v in err.items()}, on_step=False, on_epoch=True, prog_bar=True)
+        if self.hparams.stop_rel_err is not None and err["rel_err"] < self.hparams.stop_rel_err:
+            self.trainer.should_stop = True
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
