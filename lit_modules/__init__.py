@@ -1,7 +1,8 @@
 """One LightningModule per method. Modules know nothing of file formats."""
 from lit_modules.supervised import SupervisedModule
 from lit_modules.gda_gan import SyntheticGDAModule
+from lit_modules.mapping import MappingNetModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 
 from lit_modules.resnet_width import FullBatchGD
-__all__ = ["FullBatchGD", "SupervisedModule", "SyntheticGDAModule", "NeuronPursuitModule"]
+__all__ = ["FullBatchGD", "MappingNetModule", "SupervisedModule", "SyntheticGDAModule", "NeuronPursuitModule"]

@@ -3,8 +3,8 @@
 ``DenseProjector`` holds the exact P x d matrix (small targets only). ``HadamardProjector`` stacks
 m = ceil(P / n) randomized Hadamard blocks Q_b = (1/n) H D2_b Pi_b H D1 (n = 2^ceil(log2 d), z zero-padded
 to n), each exactly orthogonal, scaled by 1/sqrt(m): O(P) memory, O(P log n) time per product. When P is
-not a multiple of n the rows past P are dropped and a d x d correction (W^T W)^(-1/2) restores exact
-column-orthonormality.
+not a multiple of n the rows past P are dropped and a d x d correction restores exact column-orthonormality
+(W R^-1 with R the Cholesky factor of W^T W).
 """
 import math
 from typing import Literal
@@ -66,10 +66,15 @@ def _hadamard_matrix(n: int, like: Tensor) -> Tensor:
 class _Project(torch.autograd.Function):
     """W z with backward W^T g, so autograd stores nothing of size P x log n."""
 
+    generate_vmap_rule = True  # lets torch.func (jacrev, vmap) differentiate through it
+
     @staticmethod
-    def forward(ctx, z: Tensor, projector: "HadamardProjector") -> Tensor:
-        ctx.projector = projector
+    def forward(z: Tensor, projector: "HadamardProjector") -> Tensor:
         return projector.apply_forward(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        ctx.projector = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
@@ -96,33 +101,36 @@ class HadamardProjector(nn.Module):
         self.scale = 1.0 / (n * math.sqrt(m))
         self.register_buffer("correction", self._correction(), persistent=False)
 
-    def _raw(self, z: Tensor) -> Tensor:
-        """Stacked blocks applied to z (..., d) -> (..., m * n), before the row cut."""
+    def _raw(self, z: Tensor, blocks: slice = slice(None)) -> Tensor:
+        """The stacked blocks (or a range of them) applied to z (..., d) -> (..., m * n), before the row cut."""
+        d2, perm = self.d2[blocks], self.perm[blocks]
         x = torch.nn.functional.pad(z, (0, self.block - self.in_features)) * self.d1
-        x = hadamard_transform(x).unsqueeze(-2) * self.d2  # (..., m, n)
-        x = x.gather(-1, self.perm.expand(*x.shape[:-2], -1, -1))
+        x = hadamard_transform(x).unsqueeze(-2) * d2  # (..., m, n)
+        x = x.gather(-1, perm.expand(*x.shape[:-2], -1, -1))
         return hadamard_transform(x).flatten(-2) * self.scale
 
     def _raw_transpose(self, g: Tensor) -> Tensor:
         g = torch.nn.functional.pad(g, (0, self.blocks * self.block - self.out_features))
         x = hadamard_transform(g.unflatten(-1, (self.blocks, self.block))) * self.scale
-        x = torch.zeros_like(x).scatter_(-1, self.perm.expand(*x.shape[:-2], -1, -1), x) * self.d2
+        x = torch.zeros_like(x).scatter(-1, self.perm.expand(*x.shape[:-2], -1, -1), x) * self.d2
         x = hadamard_transform(x.sum(-2)) * self.d1
         return x[..., : self.in_features]
 
     def _correction(self) -> Tensor:
-        """(W^T W)^(-1/2) for the kept rows, or an empty tensor when no row is dropped."""
+        """R^-1 with R^T R = W^T W over the kept rows (so W R^-1 is exactly column-orthonormal), or an empty
+        tensor when no row is dropped. Only the last block's dropped rows are needed: W^T W = I - C C^T."""
         dropped = self.blocks * self.block - self.out_features
         if dropped == 0:
             return torch.empty(0)
-        columns = self._raw(torch.eye(self.in_features))[:, self.out_features:].double()  # (d, dropped)
-        gram = torch.eye(self.in_features, dtype=torch.float64) - columns @ columns.T
-        vals, vecs = torch.linalg.eigh(gram)
-        return (vecs * vals.clamp_min(1e-12).rsqrt() @ vecs.T).float()
+        last = self._raw(torch.eye(self.in_features), slice(self.blocks - 1, None))  # (d, n): the last block
+        columns = last[:, self.block - dropped:]
+        gram = torch.eye(self.in_features, dtype=torch.float64) - (columns @ columns.T).double()
+        r = torch.linalg.cholesky(gram, upper=True)
+        return torch.linalg.solve_triangular(r, torch.eye(self.in_features, dtype=torch.float64), upper=True).float()
 
     def apply_forward(self, z: Tensor) -> Tensor:
         if self.correction.numel():
-            z = z @ self.correction
+            z = z @ self.correction.T
         return self._raw(z)[..., : self.out_features]
 
     def transpose(self, g: Tensor) -> Tensor:

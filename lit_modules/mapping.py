@@ -1,0 +1,141 @@
+"""Mapping Networks (Sen & Mukherjee, CVPR 2026): train only latents that generate a target net's parameters."""
+from typing import Any, Literal, Optional, Union
+
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lit_modules.supervised import SupervisedModule
+from nets.mapping import LatentMapping
+from nets.mapping.generator import Activation, Strategy
+from nets.mapping.groups import Allocation
+from nets.mapping.loss_weights import LossWeights, Scheme
+from nets.mapping.projectors import ProjectorKind
+
+
+def adam_latent(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-2)
+
+
+class MappingNetModule(SupervisedModule):
+    """Trains ``net`` through :class:`nets.mapping.LatentMapping`: the net's own parameters are frozen (they are
+    the mapping bias b = theta_0) and replaced in every forward pass by generated tensors
+    (``torch.func.functional_call``); BatchNorm running statistics stay the net's buffers.
+
+    Loss (Eq. 26): task + lambda_stab * E||f(z + eps) - f(z)||^2 (on ``stab_samples`` samples of the batch,
+    eps ~ N(0, stab_sigma^2)) + lambda_smooth * ||dtheta/dz||_F^2 (closed form) + lambda_align * (1 - cos).
+    Mapping arguments are those of :class:`LatentMapping`; ``lambda_scheme`` is that of :class:`LossWeights`.
+    """
+
+    def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
+                 latent_dims: Optional[list[int]] = None, allocation: Allocation = "sqrt",
+                 projector: ProjectorKind = "auto", dense_limit_mb: float = 64.0,
+                 alpha: Union[float, list[float]] = 1e-4, activation: Activation = "identity",
+                 bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
+                 latent_init_std: float = 0.0, mapping_seed: int = 0,
+                 lambda_scheme: Scheme = "fixed", lambda_stab: float = 0.01, lambda_smooth: float = 0.01,
+                 lambda_align: float = 0.01, stab_sigma: float = 0.01, stab_samples: int = 32,
+                 task: Literal["classification", "regression"] = "classification", num_classes: int = 10,
+                 optimizer: OptimizerCallable = adam_latent,
+                 lr_scheduler: Optional[LRSchedulerCallable] = None) -> None:
+        super().__init__(net, task, num_classes, optimizer, lr_scheduler)
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        if stab_sigma <= 0 or stab_samples <= 0:
+            raise ValueError(f"stab_sigma and stab_samples must be positive, got {stab_sigma}, {stab_samples}")
+        net.requires_grad_(False)
+        self.mapping = LatentMapping(net, strategy, latent_dim, latent_dims, allocation, projector, dense_limit_mb,
+                                     alpha, activation, bias, gain, latent_init_std, mapping_seed)
+        self.loss_weights = LossWeights(lambda_scheme, (lambda_stab, lambda_smooth, lambda_align))
+        rank_zero_info(f"mapping: {strategy} latents {self.mapping.dims} (sum {self.mapping.latent_count()}) "
+                       f"over groups of {self.mapping.sizes}; projectors "
+                       f"{[p.kind for p in self.mapping.projectors]}, {self.mapping.memory_bytes() / 2**20:.1f} MB")
+
+    # ------------------------------------------------------------------ generation and forward
+    def generated(self, latents: Optional[list[Tensor]] = None) -> tuple[dict[str, Tensor], list]:
+        return self.mapping(dict(self.net.named_parameters()), latents)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return functional_call(self.net, self.generated()[0], (x,))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        params, aux = self.generated()
+        out = functional_call(self.net, params, (x,))
+        task = self.loss_fn(out.reshape(y.shape) if self.task == "regression" else out, y)
+        terms = self.regularisers(x, out, aux)
+        loss = task + self.loss_weights(terms)
+        self.metrics["train_"].update(out.detach(), y)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log_dict(self.metrics["train_"], on_step=False, on_epoch=True)
+        latents = list(self.mapping.latents)
+        z_sq = sum(z.detach().square().sum() for z in latents)
+        shift = sum(a * z.detach().square().sum() for a, z in zip(self.mapping.alphas, latents))
+        lam = self.loss_weights.lambdas().detach()
+        self.log_dict({"train/task_loss": task.detach(), "train/z_norm": z_sq.sqrt(), "train/mod_shift": shift,
+                       **{f"train/{k}": v.detach() for k, v in terms.items()},
+                       **{f"train/lambda_{k}": lam[i] for i, k in enumerate(("stab", "smooth", "align"))}})
+        return loss
+
+    def regularisers(self, x: Tensor, out: Tensor, aux: list) -> dict[str, Tensor]:
+        use_stab, use_smooth, use_align = self.loss_weights.active()
+        terms = {}
+        if use_stab:
+            terms["stab"] = self.stability(x, out)
+        if use_smooth:
+            terms["smooth"] = self.mapping.smoothness(aux)
+        if use_align:
+            terms["align"] = self.mapping.alignment()
+        return terms
+
+    def stability(self, x: Tensor, out: Tensor) -> Tensor:
+        """E||f(z + eps) - f(z)||^2 on the first ``stab_samples`` samples; the noisy pass works on copies of the
+        buffers so BatchNorm statistics are updated once per step."""
+        k = min(self.hparams.stab_samples, len(x))
+        noisy = [z + self.hparams.stab_sigma * torch.randn_like(z) for z in self.mapping.latents]
+        params = self.generated(noisy)[0]
+        buffers = {name: b.clone() for name, b in self.net.named_buffers()}
+        out_noisy = functional_call(self.net, {**params, **buffers}, (x[:k],))
+        return (out_noisy - out[:k]).square().flatten(1).sum(1).mean()
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    # ------------------------------------------------------------------ counts, results, checkpoints
+    def parameter_counts(self) -> dict[str, int]:
+        """The paper's count: trainable_params = sum of latent lengths (lambdas listed separately)."""
+        return {"trainable_params": self.mapping.latent_count(),
+                "total_params": sum(p.numel() for p in self.net.parameters()),
+                "lambda_params": sum(p.numel() for p in self.loss_weights.parameters()),
+                "mapper_bytes": self.mapping.memory_bytes()}
+
+    def results(self) -> dict[str, Any]:
+        lam = self.loss_weights.lambdas().detach().tolist()
+        return {"latent_dims": self.mapping.dims, "group_sizes": self.mapping.sizes,
+                "projectors": [p.kind for p in self.mapping.projectors],
+                "final_lambdas": dict(zip(("stab", "smooth", "align"), lam)),
+                "final_z_norm": float(sum(z.detach().square().sum() for z in self.mapping.latents).sqrt())}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mapping"] = {"target": type(self.net).__qualname__, **self.mapping.describe()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The projections are rebuilt from the config's seed; refuse a checkpoint made with another mapping."""
+        saved = checkpoint.get("mapping")
+        if saved is None:
+            raise ValueError("checkpoint has no mapping metadata: it was not written by MappingNetModule")
+        ours = {"target": type(self.net).__qualname__, **self.mapping.describe()}
+        for key, what in (("target", "target net"), ("seed", "mapping_seed")):
+            if saved[key] != ours[key]:
+                raise ValueError(f"checkpoint was trained with {what} {saved[key]!r}, this run has {ours[key]!r}")
+        mine = [(g["size"], g["latent_dim"], g["projector"]) for g in ours["groups"]]
+        theirs = [(g["size"], g["latent_dim"], g["projector"]) for g in saved["groups"]]
+        if mine != theirs:
+            raise ValueError(f"checkpoint's mapping groups (size, latent, projector) {theirs} differ from this "
+                             f"run's {mine}")

@@ -1,0 +1,164 @@
+"""All parameters of a target net generated from trainable latents through fixed modulated projections.
+
+Per group g (the whole net for SLVT, one layer group for LWT), with W_g fixed and column-orthonormal:
+
+    u_g = W_g z_g,   a_t = s_t * (u_g[t] + alpha_g * ||z_g||^2) + b_t,   theta_t = act(a_t)
+
+for each tensor t of the group. ``alpha * ||z||^2`` is Eq. 20's modulation w_ij <- w_ij + alpha z_i
+(W' z = W z + alpha ||z||^2 1); s_t is a fixed per-tensor gain; b_t is the tensor's initial value (``bias="init"``,
+so alpha = 0 is random-subspace training) or zero. Only the latents are parameters of this module.
+"""
+import math
+from typing import Literal, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from nets.mapping.groups import Allocation, allocate, layer_groups
+from nets.mapping.projectors import ProjectorKind, make_projector
+
+Strategy = Literal["slvt", "lwt"]
+Activation = Literal["identity", "tanh"]
+
+
+class LatentMapping(nn.Module):
+    """Latents + fixed projections for ``net``'s named parameters; ``forward(base)`` returns the tensors.
+
+    Args:
+        net: the target; only its parameter names, shapes and initial values are read here.
+        strategy: ``slvt`` (one latent for all parameters) or ``lwt`` (one latent per layer group).
+        latent_dim: the latent length (SLVT) or the total budget split over groups by ``allocation`` (LWT).
+        latent_dims: explicit per-group lengths for LWT (overrides ``latent_dim``).
+        allocation: ``sqrt`` (d_g proportional to sqrt(P_g)) or ``proportional`` (to P_g).
+        projector: ``auto`` (dense if it fits ``dense_limit_mb``), ``dense`` or ``hadamard``.
+        alpha: modulation scale, one value or one per group.
+        activation: the mapper's output activation sigma.
+        bias: ``init`` (b = the target's initial parameters) or ``zero``.
+        gain: ``none`` or ``init_std`` (s_t proportional to the std of tensor t at init, mean s^2 = 1 per group).
+        latent_init_std: std of the initial latents (0: start at z = 0).
+        seed: seed of the projections; group g uses ``seed * 1_000_003 + g``.
+    """
+
+    def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
+                 latent_dims: Optional[list[int]] = None, allocation: Allocation = "sqrt",
+                 projector: ProjectorKind = "auto", dense_limit_mb: float = 64.0,
+                 alpha: Union[float, list[float]] = 1e-4, activation: Activation = "identity",
+                 bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
+                 latent_init_std: float = 0.0, seed: int = 0) -> None:
+        super().__init__()
+        params = dict(net.named_parameters())
+        if not params:
+            raise ValueError(f"target net {type(net).__name__} has no parameters to generate")
+        if strategy not in ("slvt", "lwt"):
+            raise ValueError(f"strategy must be slvt or lwt, got {strategy!r}")
+        if activation not in ("identity", "tanh") or bias not in ("init", "zero") or gain not in ("none", "init_std"):
+            raise ValueError(f"unknown activation/bias/gain: {activation!r}/{bias!r}/{gain!r}")
+        if latent_init_std < 0:
+            raise ValueError(f"latent_init_std must be >= 0, got {latent_init_std}")
+        self.groups = [list(params)] if strategy == "slvt" else layer_groups(net)
+        self.shapes = {name: tuple(p.shape) for name, p in params.items()}
+        sizes = [sum(params[n].numel() for n in group) for group in self.groups]
+        dims = self._latent_dims(strategy, latent_dim, latent_dims, allocation, sizes)
+        alphas = alpha if isinstance(alpha, list) else [alpha] * len(self.groups)
+        if len(alphas) != len(self.groups):
+            raise ValueError(f"alpha has {len(alphas)} values but there are {len(self.groups)} groups")
+        self.alphas, self.activation, self.use_bias, self.seed = [float(a) for a in alphas], activation, bias == "init", seed
+        self.sizes, self.dims = sizes, dims
+        self.latents = nn.ParameterList(nn.Parameter(torch.randn(d) * latent_init_std) for d in dims)
+        self.projectors = nn.ModuleList(make_projector(projector, p, d, seed * 1_000_003 + g, dense_limit_mb)
+                                        for g, (p, d) in enumerate(zip(sizes, dims)))
+        gains = [self._gains([params[n] for n in group]) if gain == "init_std" else torch.ones(len(group))
+                 for group in self.groups]
+        self.register_buffer("gains", torch.cat(gains))  # one scalar per tensor: persistent, tiny
+        for g, proj in enumerate(self.projectors):
+            # W^T 1 / P (alignment) and row norms (smoothness): fixed, regenerated with the projection
+            self.register_buffer(f"column_mean_{g}", proj.transpose(torch.full((proj.out_features,),
+                                                                                1 / proj.out_features)),
+                                 persistent=False)
+            self.register_buffer(f"row_sq_norms_{g}", proj.row_sq_norms(), persistent=False)
+
+    @staticmethod
+    def _latent_dims(strategy: Strategy, latent_dim: int, latent_dims: Optional[list[int]], allocation: Allocation,
+                     sizes: list[int]) -> list[int]:
+        if strategy == "slvt":
+            if latent_dims is not None:
+                raise ValueError("latent_dims is for strategy lwt; use latent_dim with slvt")
+            return [latent_dim]
+        if latent_dims is not None:
+            if len(latent_dims) != len(sizes):
+                raise ValueError(f"latent_dims has {len(latent_dims)} entries but the net has {len(sizes)} layer "
+                                 f"groups of sizes {sizes}")
+            return list(latent_dims)
+        if allocation not in ("sqrt", "proportional"):
+            raise ValueError(f"allocation must be sqrt or proportional, got {allocation!r}")
+        return allocate(latent_dim, sizes, allocation)
+
+    @staticmethod
+    def _gains(tensors: list[Tensor]) -> Tensor:
+        stds = torch.stack([t.detach().float().std() if t.numel() > 1 else t.new_zeros(()) for t in tensors])
+        stds = torch.where(stds > 0, stds, stds.max())  # constant-initialised tensors (norm affine, zero bias)
+        counts = torch.tensor([t.numel() for t in tensors], dtype=stds.dtype)
+        if stds.max() == 0:
+            return torch.ones(len(tensors))
+        return stds / torch.sqrt((stds.square() * counts).sum() / counts.sum())
+
+    def latent_count(self) -> int:
+        return sum(self.dims)
+
+    def memory_bytes(self) -> int:
+        return sum(p.memory_bytes() for p in self.projectors)
+
+    def describe(self) -> dict:
+        return {"groups": [{"names": names, "size": p.out_features, "latent_dim": p.in_features,
+                            "projector": p.kind} for names, p in zip(self.groups, self.projectors)],
+                "seed": self.seed}
+
+    def act(self, a: Tensor) -> Tensor:
+        return torch.tanh(a) if self.activation == "tanh" else a
+
+    def forward(self, base: dict[str, Tensor], latents: Optional[list[Tensor]] = None
+                ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor, list[Tensor]]]]:
+        """Generated tensors by name, and per group (z, W z, pre-activations) for the loss terms."""
+        latents = list(self.latents) if latents is None else latents
+        out, aux, k = {}, [], 0
+        for g, (names, proj, z) in enumerate(zip(self.groups, self.projectors, latents)):
+            u = proj(z)
+            pre = u + self.alphas[g] * z.square().sum()
+            pieces, offset = [], 0
+            for name in names:
+                n = math.prod(self.shapes[name])
+                a = self.gains[k] * pre[offset:offset + n]
+                if self.use_bias:
+                    a = a + base[name].reshape(-1)
+                pieces.append(a)
+                out[name] = self.act(a).view(self.shapes[name])
+                offset, k = offset + n, k + 1
+            aux.append((z, u, pieces))
+        return out, aux
+
+    def smoothness(self, aux: list[tuple[Tensor, Tensor, list[Tensor]]]) -> Tensor:
+        """||d theta / d z||_F^2 in closed form (Eq. 29), summed over groups; O(P), no autograd Jacobian.
+
+        J = diag(act'(a) s) (W + 2 alpha 1 z^T), so ||J||^2 = sum_j act'(a_j)^2 s_j^2 (|W_j|^2 + 4 alpha W_j z
+        + 4 alpha^2 |z|^2)."""
+        total, k = 0.0, 0
+        for g, (z, u, pieces) in enumerate(aux):
+            alpha, rows = self.alphas[g], getattr(self, f"row_sq_norms_{g}")
+            a_all = torch.cat(pieces) if self.activation == "tanh" else None
+            gain2 = torch.cat([self.gains[k + i].square().expand(p.numel()) for i, p in enumerate(pieces)])
+            k += len(pieces)
+            weight = gain2 * (1 - torch.tanh(a_all).square()).square() if self.activation == "tanh" else gain2
+            total = total + (weight * (rows + 4 * alpha * u + 4 * alpha ** 2 * z.square().sum())).sum()
+        return total
+
+    def alignment(self, latents: Optional[list[Tensor]] = None) -> Tensor:
+        """Sum over groups of 1 - cos(z, W'^m), W'^m = W^T 1 / P + alpha z (row mean of modulated W; Eq. 30).
+
+        At z = 0 (the default start) the cosine is undefined; it is taken as 0 there, with zero gradient."""
+        latents = list(self.latents) if latents is None else latents
+        total = 0.0
+        for g, z in enumerate(latents):
+            mean_row = getattr(self, f"column_mean_{g}") + self.alphas[g] * z
+            norms = z.norm() * mean_row.norm()
+            total = total + 1 - torch.where(norms > 0, z @ mean_row / norms.clamp_min(1e-30), 0.0)
+        return total
