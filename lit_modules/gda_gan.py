@@ -66,7 +66,8 @@ class SyntheticGDAModule(pl.LightningModule):
         self.d = nn.Parameter(torch.zeros(data_dim, dtype=f64))
         self.register_buffer("initial_residual", torch.tensor(math.nan, dtype=f64))
         sigma_min0, sigma_max0 = theory.jacobian_extremes(W0, self.V, self.Z)
-        self.alpha_hat = sigma_min0
+        # alpha as each theorem assumes it: sigma_min(J_0) >= alpha (A.4, GDA), >= 2 alpha (A.11, optimal D)
+        self.alpha_hat = sigma_min0 if solver == "gda" else sigma_min0 / 2
         if beta is not None:
             self.beta_hat = beta
         elif beta_rule == "measured":

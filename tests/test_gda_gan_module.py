@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from datamodules import GaussianMeanDataModule
-from conftest import read_metrics, read_results, run_dir, run_train
+from tests.conftest import read_metrics, read_results, run_dir, run_train
 from nets import gda_theory as theory
 
 CONFIG = "configs/gan/synthetic_gaussian_k64.yaml"
