@@ -5,5 +5,7 @@ from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteL
 from callbacks.neuron_pursuit import NeuronPursuit
 
 from callbacks.ntk import NTKMonitor
+from callbacks.fid import FID
 __all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NonFiniteLossError", "ParameterCounts", "RNGState",
-           "ResumableCSVLogger", "RunCheckpoint", "RunStats", "parameter_counts", "truncate_metrics", "NeuronPursuit"]
+           "ResumableCSVLogger", "RunCheckpoint", "RunStats", "parameter_counts", "truncate_metrics", "NeuronPursuit",
+           "FID"]

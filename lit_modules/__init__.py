@@ -5,4 +5,6 @@ from lit_modules.mapping import MappingNetModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 
 from lit_modules.resnet_width import FullBatchGD
-__all__ = ["FullBatchGD", "MappingNetModule", "SupervisedModule", "SyntheticGDAModule", "NeuronPursuitModule"]
+from lit_modules.wgan_gp import WGANGPModule
+__all__ = ["FullBatchGD", "MappingNetModule", "SupervisedModule", "SyntheticGDAModule", "NeuronPursuitModule",
+           "WGANGPModule"]
