@@ -56,6 +56,9 @@ class FullBatchGD(pl.LightningModule):
             raise ValueError(f"FullBatchGD needs a datamodule with full_batch(); {type(self.trainer.datamodule).__name__} "
                              "has none (use datamodules.SphereDataModule)")
         x, y = full_batch()
+        if getattr(self.net, "in_features", x.shape[1]) != x.shape[1]:
+            raise ValueError(f"the net takes {self.net.in_features} input features but the data have d={x.shape[1]}; "
+                             "set --model.net.init_args.in_features to data.d")
         if hasattr(self.net, "set_output"):
             self.net.set_output(y.to(torch.float64))
         lam_min, lam_max = eig_extremes(ntk(self.net, x.to(torch.float64)))

@@ -91,7 +91,7 @@ class GulcuResNet(nn.Module):
         if not 0.0 < c_res < 1.0:
             raise ValueError(f"c_res must lie in (0, 1), got {c_res}")
         self.phi, self.activation = get_activation(activation), activation
-        self.width, self.depth, self.c_res, self.residual = width, depth, c_res, residual
+        self.in_features, self.width, self.depth, self.c_res, self.residual = in_features, width, depth, c_res, residual
         self.c_phi = c_phi(activation)
         self.layers = nn.ModuleList(
             [nn.Linear(in_features, width, bias=False)] + [nn.Linear(width, width, bias=False) for _ in range(depth - 1)])

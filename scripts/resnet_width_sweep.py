@@ -24,7 +24,10 @@ from callbacks.ntk import eig_extremes, jacobian_features, layer_grams  # noqa: 
 from datamodules.sphere import sphere_data  # noqa: E402
 from nets.resnet_width import GulcuResNet, data_kernel  # noqa: E402
 
-GRIDS = {  # (n values, m/n ratios, depths, seeds); m is rounded to even and runs with m < d are skipped
+# (n values, m/n ratios, depths, seeds); m is rounded to even. Skipped: m < d, and runs whose per-step cost n m^2 H
+# exceeds that of n = 64, m = 256, H = 10 (what a shared 2-core CPU can do in minutes)
+MAX_COST = 64 * 256**2 * 10
+GRIDS = {
     "width": ([16, 32, 64, 128], [1 / 8, 1 / 4, 1 / 2, 1, 2, 4], [10], [0, 1, 2]),
     "depth": ([32], [1 / 4, 1 / 2, 1, 2], [2, 5, 20, 50], [0, 1, 2]),
     "smoke": ([16], [1 / 2, 1], [2, 10], [0]),
@@ -110,7 +113,7 @@ def main() -> None:
     ns, ratios, depths, seeds = GRIDS[args.grid]
     for n, ratio, depth, seed, lr_scale in itertools.product(ns, ratios, depths, seeds, args.lr_scale):
         m = width_for(n, ratio)
-        if m < args.d or (n, m, depth, seed, lr_scale, args.labels, args.steps) in done:
+        if m < args.d or n * m * m * depth > MAX_COST or (n, m, depth, seed, lr_scale, args.labels, args.steps) in done:
             continue
         record = run(n, m, depth, seed, lr_scale, args.steps, args.d, args.labels, args.c_res)
         with args.out.open("a") as file:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from callbacks.ntk import jacobian_features, layer_grams, ntk
-from conftest import read_metrics, read_results, run_dir, run_train
+from tests.conftest import read_metrics, read_results, run_dir, run_train
 from datamodules.sphere import sphere_data
 from nets.resnet_width import GulcuResNet, c_phi, data_kernel
 from nets.resnet_width_theory import kappa_at_init, theory
@@ -124,6 +124,8 @@ def test_bad_config_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert run_train([*SMALL, "--model.net.init_args.width", "7", "--name", "bad"], tmp_path) == 1
     assert "even" in capsys.readouterr().err
     assert run_train([*SMALL, "--data.labels", "binary", "--name", "bad2"], tmp_path) == 1
+    assert run_train([*SMALL, "--data.d", "5", "--name", "bad3"], tmp_path) == 1
+    assert "in_features" in capsys.readouterr().err
 
 
 def test_resume_reproduces_trajectory(tmp_path: Path) -> None:
