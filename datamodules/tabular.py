@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import DataError
-from datamodules.loader import ResumableBatchSampler, ResumableDataLoader, keep_batch
+from datamodules.loader import EpochShuffle, ResumableBatchSampler, ResumableDataLoader, keep_batch
 
 FEATURES = ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude")
 TARGET = "MedHouseVal"
@@ -78,7 +78,7 @@ class FullBatchRegressionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.trainer is not None and self.trainer.world_size > 1:
             raise ValueError(f"{type(self).__name__} serves one full batch; run it on a single process")
-        sampler = ResumableBatchSampler(self.steps_per_epoch, 1, shuffle=False)
+        sampler = ResumableBatchSampler(EpochShuffle(self.steps_per_epoch, shuffle=False), 1)
         return ResumableDataLoader(FullBatch(*self.train_xy, self.steps_per_epoch), sampler, collate_fn=keep_batch)
 
     def test_dataloader(self) -> DataLoader:

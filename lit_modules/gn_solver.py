@@ -158,7 +158,8 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
     """Solve (a J^T J + c I) v = J^T u for v.
 
     Singularity (only possible with c = 0) is judged on the triangular factor: its smallest diagonal entry
-    below ``rcond`` (default max(n, p) * eps, on the scale of J's singular values) times its largest. Then
+    below ``rcond`` (default max(n, p) * eps, on the scale of J's singular values) times its largest; the
+    Cholesky solvers (``primal``, ``dual``) use at least sqrt(max(n, p) * eps), as H squares the condition. Then
     ``on_singular`` decides: ``error`` raises :class:`SingularSystemError`; ``pinv`` / ``lstsq`` return the
     minimum-norm solution (pseudo-inverse of H / least squares on J); ``damp`` re-solves with convex damping
     ``fallback_rho``. Matrix-free CG does not detect singularity; from x = 0 it tends to the minimum-norm solution.
@@ -177,7 +178,10 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
     info = SolveInfo()
     if a == 0.0:  # rho = 1: plain (scaled) gradient, no solve
         return reduce(jac.rmv(u)) / c, info
-    rcond = rcond if rcond is not None else max(jac.n, jac.p) * torch.finfo(u.dtype).eps
+    eps = max(jac.n, jac.p) * torch.finfo(u.dtype).eps
+    rcond = rcond if rcond is not None else eps
+    # the normal equations square J's condition number: singular values below sqrt(eps) * s_max are lost in them
+    rcond_normal = max(rcond, math.sqrt(eps))
     maxiter = cg_maxiter or min(jac.p if method == "cg" else jac.n, 1000)
 
     if method == "cg":
@@ -196,13 +200,13 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
         H = a * reduce(J.T @ J)
         H.diagonal().add_(c)
         L, bad = torch.linalg.cholesky_ex(H)
-        if not (int(bad) or _is_singular(L.diagonal(), rcond)):
+        if not (int(bad) or _is_singular(L.diagonal(), rcond_normal)):
             return torch.cholesky_solve(b.unsqueeze(1), L).squeeze(1), info
     elif method == "dual":
         K = a * (J @ J.T)
         K.diagonal().add_(c)
         L, bad = torch.linalg.cholesky_ex(K)
-        if not (int(bad) or _is_singular(L.diagonal(), rcond)):
+        if not (int(bad) or _is_singular(L.diagonal(), rcond_normal)):
             return J.T @ torch.cholesky_solve(u.unsqueeze(1), L).squeeze(1), info
     else:  # lstsq: min || [sqrt(a) J; sqrt(c) I] v - [u / sqrt(a); 0] ||
         A, rhs = math.sqrt(a) * J, u / math.sqrt(a)
@@ -213,11 +217,11 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
             Q, R = torch.linalg.qr(A)
             if not _is_singular(R.diagonal(), rcond):
                 return torch.linalg.solve_triangular(R, (Q.T @ rhs).unsqueeze(1), upper=True).squeeze(1), info
-    return _fallback(J, u, a, c, on_singular, fallback_rho, rcond, method, reduce, info)
+    return _fallback(J, u, a, c, on_singular, fallback_rho, rcond, rcond_normal, method, reduce, info)
 
 
 def _fallback(J: Tensor, u: Tensor, a: float, c: float, policy: OnSingular, fallback_rho: float, rcond: float,
-              method: Method, reduce: Reduce, info: SolveInfo) -> tuple[Tensor, SolveInfo]:
+              rcond_normal: float, method: Method, reduce: Reduce, info: SolveInfo) -> tuple[Tensor, SolveInfo]:
     info.fallback = policy
     if policy == "error":
         s = torch.linalg.svdvals(J)
@@ -232,8 +236,8 @@ def _fallback(J: Tensor, u: Tensor, a: float, c: float, policy: OnSingular, fall
     if policy == "pinv":
         H = a * reduce(J.T @ J)
         H.diagonal().add_(c)
-        # rcond on H is the square of rcond on J, whose singular values H squares
-        return torch.linalg.pinv(H, rtol=rcond ** 2, hermitian=True) @ reduce(J.T @ u), info
+        # H's eigenvalues are J's singular values squared
+        return torch.linalg.pinv(H, rtol=rcond_normal ** 2, hermitian=True) @ reduce(J.T @ u), info
     if reduce is not _identity:
         raise ValueError("on_singular='lstsq' cannot be distributed; use pinv or damp under data parallelism")
     A, rhs = math.sqrt(a) * J, u / math.sqrt(a)
