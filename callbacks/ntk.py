@@ -1,8 +1,10 @@
-"""Exact empirical NTK of scalar-output networks built from ``nn.Linear`` layers, without the n x p Jacobian.
+"""Exact empirical NTK of scalar-output networks, without the n x p Jacobian.
 
 For a layer u = W z (+ b), df_i/dW = delta_i z_i^T with delta_i = df_i/du_i, so its Gram block is
 G = (delta delta^T) * (z z^T) (+ delta delta^T for a bias). One backward pass of f.sum() gives every delta_i at
 once, because no operation mixes samples. K = sum_h G^h costs O(n^2 m) per layer and O(n m) memory.
+Trainable parameters outside ``nn.Linear`` (e.g. a raw weight used as ``x @ W.T``) get their block from
+batches of vector-Jacobian rows followed by Jacobian-vector products: exact, O(chunk * p_s) memory, slower.
 
 :class:`NTKMonitor` logs the spectrum, per-layer shares, distances from the initialisation, the Jacobian drift
 (from the cross-NTK J_t J_0^T) and the measured per-step contraction against the linearised prediction, for
@@ -29,17 +31,20 @@ class LayerFeatures:
     z: Tensor  # (n, in), with a column of ones appended when the layer has a trainable bias
 
 
-def jacobian_features(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeatures]]:
-    """f(x) (shape (n,)) and the per-layer factors of its Jacobian, from one forward and one backward pass.
+def stray_parameters(net: nn.Module) -> list[str]:
+    """Names of trainable parameters outside ``nn.Linear`` layers."""
+    covered = {id(p) for mod in net.modules() if isinstance(mod, nn.Linear) for p in mod.parameters()}
+    return [name for name, p in net.named_parameters() if p.requires_grad and id(p) not in covered]
 
-    Raises ValueError if the net has trainable parameters outside ``nn.Linear`` layers, calls a layer twice,
-    or feeds a layer anything but (n, features) inputs: the factorisation would then miss terms.
+
+def jacobian_features(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeatures]]:
+    """f(x) (shape (n,)) and the Jacobian factors of every trainable ``nn.Linear``, from one forward and one
+    backward pass (parameters outside ``nn.Linear`` are left to :func:`stray_grams`).
+
+    Raises ValueError if a layer is called twice or gets anything but (n, features) inputs: the factorisation
+    would then miss terms.
     """
     linears = {name: mod for name, mod in net.named_modules() if isinstance(mod, nn.Linear)}
-    covered = {id(p) for mod in linears.values() for p in mod.parameters()}
-    stray = [name for name, p in net.named_parameters() if p.requires_grad and id(p) not in covered]
-    if stray:
-        raise ValueError(f"NTK by layer factors needs every trainable parameter inside nn.Linear; not: {stray[:3]}")
     seen: dict[str, tuple[Tensor, Tensor]] = {}
 
     def hook(name: str):
@@ -60,7 +65,8 @@ def jacobian_features(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeat
                 raise ValueError(f"NTK needs a scalar output per sample; got shape {tuple(f.shape)} for {len(x)} inputs")
             f = f.reshape(-1)
             names = [name for name in trainable if name in seen]
-            deltas = torch.autograd.grad(f.sum(), [seen[name][1] for name in names], allow_unused=True)
+            outputs = [seen[name][1] for name in names]
+            deltas = torch.autograd.grad(f.sum(), outputs, allow_unused=True) if outputs else ()
     finally:
         for handle in handles:
             handle.remove()
@@ -78,15 +84,55 @@ def jacobian_features(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeat
     return f.detach(), features
 
 
-def layer_grams(left: list[LayerFeatures], right: Optional[list[LayerFeatures]] = None) -> Tensor:
-    """Per-layer (cross-)NTK blocks G^h = (delta_l delta_r^T) * (z_l z_r^T), stacked (H, n, n)."""
+def layer_grams(left: list[LayerFeatures], right: Optional[list[LayerFeatures]] = None,
+                x: Optional[Tensor] = None) -> Tensor:
+    """Per-layer (cross-)NTK blocks G^h = (delta_l delta_r^T) * (z_l z_r^T), stacked (H, n, n).
+
+    With no layers the result is (0, n, n) shaped like the inputs ``x``.
+    """
     right = left if right is None else right
+    if not left:
+        return x.new_zeros(0, len(x), len(x))
     return torch.stack([(a.delta @ b.delta.T) * (a.z @ b.z.T) for a, b in zip(left, right)])
+
+
+def stray_grams(net: nn.Module, x: Tensor, left: dict[str, Tensor], right: Optional[dict[str, Tensor]] = None,
+                chunk: int = 32) -> Tensor:
+    """Blocks J_s(left) J_s(right)^T, stacked (S, n, n), for each trainable parameter s outside ``nn.Linear``.
+
+    ``left``/``right`` map parameter names to values (missing names keep the net's own). Rows of J_s(right) come
+    from a batched vector-Jacobian product, ``chunk`` at a time, and are pushed through J_s(left) by a batched
+    Jacobian-vector product, so at most ``chunk`` rows of the Jacobian exist at once.
+    """
+    right = left if right is None else right
+    names, n = stray_parameters(net), len(x)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    blocks = []
+    for name in names:
+        def f(theta: dict[str, Tensor], p: Tensor) -> Tensor:
+            return torch.func.functional_call(net, {**theta, name: p}, (x,)).reshape(-1)
+
+        _, pull = torch.func.vjp(lambda p: f(right, p), right[name].detach())
+        push = lambda t: torch.func.jvp(lambda p: f(left, p), (left[name].detach(),), (t,))[1]  # noqa: E731
+        columns = [torch.func.vmap(push)(torch.func.vmap(pull)(rows)[0]) for rows in eye.split(chunk)]
+        blocks.append(torch.cat(columns).T.detach())
+    return torch.stack(blocks) if blocks else x.new_zeros(0, n, n)
+
+
+def parameters_of(net: nn.Module) -> dict[str, Tensor]:
+    return {k: p.detach() for k, p in net.named_parameters()}
+
+
+def ntk_blocks(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeatures], Tensor, list[str]]:
+    """f(x), the ``nn.Linear`` factors, every block G^h stacked (H, n, n), and each block's parameter name."""
+    f, features = jacobian_features(net, x)
+    grams = torch.cat([layer_grams(features, x=x), stray_grams(net, x, parameters_of(net))])
+    return f, features, grams, [f"{feat.name}.weight" for feat in features] + stray_parameters(net)
 
 
 def ntk(net: nn.Module, x: Tensor) -> Tensor:
     """K = J J^T, (n, n)."""
-    return layer_grams(jacobian_features(net, x)[1]).sum(0)
+    return ntk_blocks(net, x)[2].sum(0)
 
 
 def eig_extremes(matrix: Tensor) -> tuple[float, float]:
@@ -156,11 +202,11 @@ class NTKMonitor(Callback):
     def log_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, x: Tensor, y: Tensor, step: int,
                  final: bool = False) -> None:
         net = self.network(pl_module)
-        f, features = jacobian_features(net, x)
+        f, features, grams, names = ntk_blocks(net, x)
         r = f - y.reshape(-1)
         if self.pending is not None:
             self.log_metrics(trainer, self.contraction(r), step - 1)
-        kernel, metrics = self.measure(net, x, r, features)
+        kernel, metrics = self.measure(net, x, r, features, grams, names)
         self.log_metrics(trainer, metrics, step)
         eta = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.pending = None if final else {
@@ -179,17 +225,17 @@ class NTKMonitor(Callback):
             theta0 = {k: v.detach().clone().requires_grad_() for k, v in self.theta0.items()}
             state = {**dict(net.named_buffers()), **dict(net.named_parameters()), **theta0}
             _, self._init_features = jacobian_features(_Swapped(net, state), x)
-            self._init_kernel = layer_grams(self._init_features).sum(0)
+            self._init_kernel = (layer_grams(self._init_features, x=x).sum(0)
+                                 + stray_grams(net, x, self.theta0).sum(0))
         return self._init_features, self._init_kernel
 
-    def measure(self, net: nn.Module, x: Tensor, r: Tensor,
-                features: list[LayerFeatures]) -> tuple[Tensor, dict[str, float]]:
+    def measure(self, net: nn.Module, x: Tensor, r: Tensor, features: list[LayerFeatures], grams: Tensor,
+                names: list[str]) -> tuple[Tensor, dict[str, float]]:
         """K_t and the logged diagnostics."""
-        grams = layer_grams(features)
         kernel = grams.sum(0)
         lam_min, lam_max = eig_extremes(kernel)
         init_features, init_kernel = self.reference(net, x)
-        cross = layer_grams(features, init_features).sum(0)
+        cross = layer_grams(features, init_features, x).sum(0) + stray_grams(net, x, parameters_of(net), self.theta0).sum(0)
         # (J_t - J_0)(J_t - J_0)^T from K_t, K_0 and the cross-NTK C = J_t J_0^T
         jac_drift = math.sqrt(max(eig_extremes(kernel - cross - cross.T + init_kernel)[1], 0.0))
         moved = {k: p.detach() - self.theta0[k] for k, p in net.named_parameters() if k in self.theta0}
@@ -202,15 +248,16 @@ class NTKMonitor(Callback):
                    "ntk/jacobian_drift_per_distance": jac_drift / total_dist if total_dist > 0 else 0.0,
                    "ntk/relative_ntk_change": float((kernel - init_kernel).norm() / init_kernel.norm())}
         if self.per_layer:
-            modules = dict(net.named_modules())
-            for h, (feat, gram) in enumerate(zip(features, grams), start=1):
-                weight = modules[feat.name].weight.detach()
+            weights = parameters_of(net)
+            for h, (name, gram) in enumerate(zip(names, grams), start=1):
                 metrics[f"ntk/share_{h}"] = float(gram.trace() / kernel.trace())
-                if f"{feat.name}.weight" in moved:
-                    delta = moved[f"{feat.name}.weight"]
-                    metrics[f"ntk/distance_{h}"] = float(delta.norm())
-                    metrics[f"ntk/spectral_distance_{h}"] = float(torch.linalg.matrix_norm(delta, 2))
-                metrics[f"ntk/weight_norm_{h}"] = float(torch.linalg.matrix_norm(weight, 2)) / math.sqrt(len(weight))
+                if name in moved:
+                    metrics[f"ntk/distance_{h}"] = float(moved[name].norm())
+                if weights[name].dim() == 2:
+                    weight = weights[name]
+                    metrics[f"ntk/weight_norm_{h}"] = float(torch.linalg.matrix_norm(weight, 2)) / math.sqrt(len(weight))
+                    if name in moved:
+                        metrics[f"ntk/spectral_distance_{h}"] = float(torch.linalg.matrix_norm(moved[name], 2))
         if self.data_kernel and hasattr(net, "activation"):
             if self._lambda_x is None:
                 self._lambda_x = eig_extremes(data_kernel(x, net.activation))[0]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
-from callbacks.ntk import jacobian_features, layer_grams, ntk
+from callbacks.ntk import _Swapped, jacobian_features, layer_grams, ntk, stray_grams
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 from datamodules.sphere import sphere_data
 from nets.resnet_width import GulcuResNet, c_phi, data_kernel
@@ -79,17 +79,37 @@ def test_ntk_with_biases_and_cross_kernel() -> None:
     torch.testing.assert_close(layer_grams(feats1, feats0).sum(0), j1 @ j0.T, rtol=1e-10, atol=1e-12)
 
 
-def test_ntk_rejects_nets_it_cannot_factor() -> None:
-    class Stray(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin, self.v = nn.Linear(3, 2), nn.Parameter(torch.ones(2))
+class RawWeights(nn.Module):
+    """Trainable parameters outside nn.Linear (like nets.TwoLayerTanh), mixed with an nn.Linear layer."""
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.lin(x) @ self.v
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 3, dtype=torch.float64))
+        self.lin = nn.Linear(5, 4, bias=False).double()
+        self.v = nn.Parameter(torch.randn(4, dtype=torch.float64))
 
-    with pytest.raises(ValueError, match="nn.Linear"):
-        ntk(Stray(), torch.ones(4, 3))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(torch.tanh(x @ self.w.T))) @ self.v
+
+
+def test_ntk_of_parameters_outside_linear_layers() -> None:
+    torch.manual_seed(3)
+    net, x = RawWeights(), unit_rows(9, 3)
+    params0 = {k: v.detach().clone() for k, v in net.named_parameters()}
+    j0 = full_jacobian(net, x, params0)
+    torch.testing.assert_close(ntk(net, x), j0 @ j0.T, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    params1 = {k: v.detach() for k, v in net.named_parameters()}
+    j1 = full_jacobian(net, x, params1)
+    cross = stray_grams(net, x, params1, params0, chunk=4).sum(0)
+    _, feats1 = jacobian_features(net, x)
+    _, feats0 = jacobian_features(_Swapped(net, {**params1, **{k: v.requires_grad_() for k, v in params0.items()}}), x)
+    torch.testing.assert_close(cross + layer_grams(feats1, feats0).sum(0), j1 @ j0.T, rtol=1e-10, atol=1e-12)
+
+
+def test_ntk_rejects_weight_sharing() -> None:
     shared = nn.Linear(3, 3, bias=False)
     with pytest.raises(ValueError, match="twice"):
         ntk(nn.Sequential(shared, shared, nn.Linear(3, 1)), torch.ones(4, 3))
