@@ -139,14 +139,17 @@ class GaussNewtonModule(pl.LightningModule):
         return logs["train/loss"]
 
     def spectral_logs(self, J: Tensor, grad_out: Tensor) -> dict[str, Tensor]:
-        """Spectrum of J^T J (or K = J J^T when p > n), rank, and the Riemannian gradient P grad g through an
-        orthonormal basis of Im(J) (spec 4.6)."""
+        """lambda_min of J^T J and of K = J J^T (one is 0 unless p = n), lambda_max, rank, and the Riemannian
+        gradient P grad g through an orthonormal basis of Im(J) (spec 4.6)."""
         U, S, _ = torch.linalg.svd(J, full_matrices=False)
         rank = int((S > S[0] * max(J.shape) * torch.finfo(J.dtype).eps).sum())
         coeff = U[:, :rank].T @ grad_out
         tangent = torch.linalg.vector_norm(coeff)
         normal = torch.linalg.vector_norm(grad_out - U[:, :rank] @ coeff)
-        return {"train/lambda_min": S[-1] ** 2, "train/lambda_max": S[0] ** 2, "train/rank": torch.tensor(float(rank)),
+        n, p = J.shape
+        smallest = S[-1] ** 2  # lambda_min of the smaller Gram matrix; the larger one is singular
+        return {"train/lambda_min": smallest if p <= n else smallest * 0, "train/lambda_max": S[0] ** 2,
+                "train/lambda_min_ntk": smallest if n <= p else smallest * 0, "train/rank": torch.tensor(float(rank)),
                 "train/riem_grad_norm": tangent, "train/normal_grad_norm": normal,
                 "train/grad_norm": self.hparams.alpha * torch.linalg.vector_norm(J.T @ grad_out)}
 

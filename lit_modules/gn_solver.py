@@ -182,7 +182,7 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
     rcond = rcond if rcond is not None else eps
     # the normal equations square J's condition number: singular values below sqrt(eps) * s_max are lost in them
     rcond_normal = max(rcond, math.sqrt(eps))
-    maxiter = cg_maxiter or min(jac.p if method == "cg" else jac.n, 1000)
+    maxiter = cg_maxiter or min(4 * (jac.p if method == "cg" else jac.n), 1000)
 
     if method == "cg":
         b = reduce(jac.rmv(u))

@@ -7,7 +7,7 @@ from lit_modules.gn_solver import (Damping, DenseJacobian, FuncJacobian, Marquar
                                    gn_direction, lm_step)
 from nets import TwoLayerTanh
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64
 
 
 def problem(n: int, p: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,7 +16,7 @@ def problem(n: int, p: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def reference(J: torch.Tensor, u: torch.Tensor, a: float, c: float) -> torch.Tensor:
-    return torch.linalg.solve(a * J.T @ J + c * torch.eye(J.shape[1]), J.T @ u)
+    return torch.linalg.solve(a * J.T @ J + c * torch.eye(J.shape[1], dtype=F64), J.T @ u)
 
 
 @pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
@@ -99,6 +99,7 @@ def _ddp_worker(rank: int, init_file: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # ~30 s: two spawned processes import torch
 def test_all_reduced_products_give_the_joined_batch_step_on_two_processes(tmp_path) -> None:
     torch.multiprocessing.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path / "steps")), nprocs=2)
     J, u = problem(24, 9)
@@ -111,7 +112,7 @@ def test_all_reduced_products_give_the_joined_batch_step_on_two_processes(tmp_pa
 def mlp_fn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
-    x = torch.randn(7, 3)
+    x = torch.randn(7, 3, dtype=F64)
     theta = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
     return net, x, theta
 
@@ -133,7 +134,7 @@ def test_matrix_free_jacobian_products_match_jacrev() -> None:
     fn = flat_call(net, x)
     jac = FuncJacobian(fn, theta)
     J = torch.func.jacrev(fn)(theta)
-    v, u = torch.randn(jac.p), torch.randn(jac.n)
+    v, u = torch.randn(jac.p, dtype=F64), torch.randn(jac.n, dtype=F64)
     torch.testing.assert_close(jac.mv(v), J @ v)
     torch.testing.assert_close(jac.rmv(u), J.T @ u)
     torch.testing.assert_close(jac.dense(), J)
@@ -143,7 +144,7 @@ def test_matrix_free_jacobian_products_match_jacrev() -> None:
 
 def test_analytic_two_layer_jacobian_matches_vmap_jacrev() -> None:
     net = TwoLayerTanh(in_features=4, width=6, init_seed=1)
-    x = torch.randn(11, 4)
+    x = torch.randn(11, 4, dtype=F64)
 
     def single(w: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(net, {"weight": w}, (xi.unsqueeze(0),)).squeeze(0)
@@ -154,7 +155,7 @@ def test_analytic_two_layer_jacobian_matches_vmap_jacrev() -> None:
 def test_marquardt_step_solves_a_linear_least_squares_problem_and_adapts_lambda() -> None:
     A, b = problem(30, 5)
     schedule = MarquardtSchedule(lam=1e-8)
-    theta, loss, info = lm_step(lambda t: A @ t - b, torch.zeros(5), schedule, method="primal")
+    theta, loss, info = lm_step(lambda t: A @ t - b, torch.zeros(5, dtype=F64), schedule, method="primal")
     x_star = torch.linalg.lstsq(A, b.unsqueeze(1)).solution.squeeze(1)
     torch.testing.assert_close(theta, x_star, rtol=1e-6, atol=1e-8)
     assert info["tries"] == 1 and schedule.lam == pytest.approx(1e-9)
@@ -164,7 +165,7 @@ def test_marquardt_rejects_a_step_that_raises_the_loss_and_retries_with_more_dam
     def residual(t: torch.Tensor) -> torch.Tensor:  # Rosenbrock as residuals; the GN step from here overshoots
         return torch.stack([10 * (t[1] - t[0] ** 2), 1 - t[0]])
     schedule = MarquardtSchedule(lam=1e-6)
-    theta0 = torch.tensor([-1.2, 1.0])
+    theta0 = torch.tensor([-1.2, 1.0], dtype=F64)
     theta, loss, info = lm_step(residual, theta0, schedule, method="primal")
     r0 = residual(theta0)
     assert loss < 0.5 * float(r0 @ r0)

@@ -1,0 +1,177 @@
+"""GaussNewtonModule and the California Housing datamodule, on generated data in the real on-disk formats."""
+import csv
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules import CaliforniaHousingDataModule, DataError
+from lit_modules import GaussNewtonModule
+from nets import TwoLayerTanh
+from tests.conftest import read_metrics, read_results, run_dir, run_train
+
+FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
+
+
+def raw_table(n: int = 120, seed: int = 0) -> np.ndarray:
+    """Rows of cal_housing.data: longitude, latitude, age, totalRooms, totalBedrooms, population, households,
+    medianIncome, medianHouseValue."""
+    rng = np.random.default_rng(seed)
+    households = rng.integers(50, 500, n).astype(float)
+    return np.stack([rng.uniform(-124, -114, n), rng.uniform(32, 42, n), rng.integers(1, 52, n),
+                     households * rng.uniform(3, 7, n), households * rng.uniform(0.8, 1.3, n),
+                     households * rng.uniform(1.5, 4, n), households, rng.uniform(0.5, 15, n),
+                     rng.uniform(15_000, 500_000, n)], axis=1)
+
+
+def write_csv(root: Path, raw: np.ndarray) -> Path:
+    """The CSV scikit-learn's frame would give: its feature names and derived ratios, target in $100k."""
+    lon, lat, age, rooms, beds, pop, hh, inc, val = raw.T
+    cols = [inc, age, rooms / hh, beds / hh, pop, pop / hh, lat, lon, val / 1e5]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "california_housing.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow([*FEATURES, "MedHouseVal"])
+        writer.writerows(np.stack(cols, 1).tolist())
+    return root
+
+
+def write_archive(root: Path, raw: np.ndarray) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(",".join(repr(float(v)) for v in row) for row in raw).encode()
+    with tarfile.open(root / "cal_housing.tgz", "w:gz") as archive:
+        info = tarfile.TarInfo("CaliforniaHousing/cal_housing.data")
+        info.size = len(text)
+        archive.addfile(info, io.BytesIO(text))
+    return root
+
+
+@pytest.fixture
+def housing(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "housing", raw_table())
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_csv_and_raw_archive_give_the_same_standardised_subset(tmp_path: Path) -> None:
+    raw = raw_table()
+    a = CaliforniaHousingDataModule(str(write_csv(tmp_path / "csv", raw)), n_train=64, n_test=32, seed=3)
+    b = CaliforniaHousingDataModule(str(write_archive(tmp_path / "tgz", raw)), n_train=64, n_test=32, seed=3)
+    a.setup(), b.setup()
+    for (xa, ya), (xb, yb) in ((a.train_xy, b.train_xy), (a.test_xy, b.test_xy)):
+        torch.testing.assert_close(xa, xb, rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(ya, yb, rtol=1e-8, atol=1e-8)
+    x, y = a.train_xy
+    assert x.dtype == y.dtype == torch.float64 and x.shape == (64, 8)
+    torch.testing.assert_close(x.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(x.std(0, correction=0), torch.ones(8, dtype=torch.float64))
+    assert np.isclose(y.numpy()[:, None], raw[None, :, 8] / 1e5, rtol=1e-12).any(1).all()  # target left raw
+    assert not set(y.tolist()) & set(a.test_xy[1].tolist())  # disjoint subsets
+
+
+def test_missing_or_malformed_data_raise_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="california_housing.csv"):
+        CaliforniaHousingDataModule(str(tmp_path)).setup()
+    (tmp_path / "california_housing.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="lacks columns"):
+        CaliforniaHousingDataModule(str(tmp_path)).setup()
+    with pytest.raises(ValueError, match="rows"):
+        CaliforniaHousingDataModule(str(write_csv(tmp_path / "small", raw_table(20))), n_train=16, n_test=8).setup()
+
+
+# ---------------------------------------------------------------------------------------------- step maths
+def test_riemannian_gradient_is_the_projection_onto_the_tangent_space() -> None:
+    module = GaussNewtonModule(TwoLayerTanh(4, 3), alpha=2.0)
+    x, g = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    J = module.net.jacobian(x)
+    logs = module.spectral_logs(J, g)
+    gn = torch.linalg.lstsq(J, g.unsqueeze(1)).solution.squeeze(1)  # GN direction (rho = 0): P g = J v
+    torch.testing.assert_close(logs["train/riem_grad_norm"], torch.linalg.vector_norm(J @ gn))
+    torch.testing.assert_close(logs["train/normal_grad_norm"], torch.linalg.vector_norm(g - J @ gn))
+    eig = torch.linalg.eigvalsh(J.T @ J)
+    torch.testing.assert_close(logs["train/lambda_min"], eig[0])
+    torch.testing.assert_close(logs["train/lambda_max"], eig[-1])
+    assert logs["train/rank"] == 12
+
+
+SMALL = ["--model", "lit_modules.GaussNewtonModule", "--model.net", "nets.TwoLayerTanh",
+         "--model.net.in_features", "8", "--model.net.width", "3", "--data", "datamodules.CaliforniaHousingDataModule",
+         "--data.n_train", "40", "--data.n_test", "20", "--data.steps_per_epoch", "10",
+         "--trainer.precision", "64-true", "--trainer.log_every_n_steps", "1", "--trainer.accelerator", "cpu"]
+
+
+def initial_state(root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dm = CaliforniaHousingDataModule(str(root), n_train=40, n_test=20)
+    dm.setup()
+    net = TwoLayerTanh(8, 3)
+    return net.weight.detach().reshape(-1), net.jacobian(dm.train_xy[0]), dm.train_xy[1]
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_one_euler_step_matches_the_hand_computed_update(tmp_path: Path, housing: Path, rho: float) -> None:
+    alpha, dt = 4.0, 0.05
+    args = [*SMALL, "--data.root", str(housing), "--model.alpha", str(alpha), "--model.dt", str(dt),
+            "--model.rho", str(rho), "--trainer.max_steps", "1", "--name", "one"]
+    assert run_train(args, tmp_path) == 0
+    w0, J, y = initial_state(housing)
+    grad = 2 * (0 - y)  # alpha f(w_init) = 0
+    v = torch.linalg.solve(J.T @ J, J.T @ grad) if rho == 0 else J.T @ grad
+    state = torch.load(run_dir(tmp_path, "one") / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    torch.testing.assert_close(state["net.weight"].reshape(-1), w0 - dt / alpha * v, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(state["net0.weight"].reshape(-1), w0)
+    assert losses(run_dir(tmp_path, "one")) == [pytest.approx(float(y @ y))]
+
+
+def losses(path: Path) -> list[float]:
+    return [float(r["train/loss"]) for r in read_metrics(path) if r.get("train/loss")]
+
+
+def test_solvers_give_the_same_trajectory(tmp_path: Path, housing: Path) -> None:
+    """lstsq vs primal at rho = 0; primal vs dual vs matrix-free CG at rho = 0.01 (the push-through identity)."""
+    base = [*SMALL, "--data.root", str(housing), "--model.alpha", "8", "--trainer.max_steps", "15"]
+    runs = {"lstsq0": ["--model.method", "lstsq"], "primal0": ["--model.method", "primal"],
+            "primal": ["--model.rho", "0.01", "--model.method", "primal"],
+            "dual": ["--model.rho", "0.01", "--model.method", "dual"],
+            "cg": ["--model.rho", "0.01", "--model.method", "cg", "--model.jacobian", "matrix_free",
+                   "--model.diagnostics", "false"]}
+    for name, extra in runs.items():
+        assert run_train([*base, *extra, "--name", name], tmp_path) == 0, name
+    got = {name: losses(run_dir(tmp_path, name)) for name in runs}
+    assert len(got["lstsq0"]) == 15 and got["lstsq0"][-1] < got["lstsq0"][0]
+    np.testing.assert_allclose(got["primal0"], got["lstsq0"], rtol=1e-7)
+    np.testing.assert_allclose(got["dual"], got["primal"], rtol=1e-9)
+    np.testing.assert_allclose(got["cg"], got["primal"], rtol=1e-8)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, housing: Path) -> None:
+    base = [*SMALL, "--data.root", str(housing), "--model.alpha", "8", "--trainer.max_steps", "25"]
+    assert run_train([*base, "--name", "whole"], tmp_path) == 0
+    assert run_train([*base, "--name", "cut", "--trainer.max_steps", "13"], tmp_path) == 0  # mid epoch 2
+    assert run_train([*base, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
+    assert read_metrics(run_dir(tmp_path, "cut")) == read_metrics(run_dir(tmp_path, "whole"))
+    whole, cut = read_results(run_dir(tmp_path, "whole")), read_results(run_dir(tmp_path, "cut"))
+    assert cut["train/loss"] == whole["train/loss"] and cut["global_step"] == 25
+    assert cut["theory/lambda0"] == whole["theory/lambda0"]
+
+
+def test_singular_policies(tmp_path: Path, housing: Path, capsys: pytest.CaptureFixture) -> None:
+    """p = 8 * 6 = 48 > n = 40: J^T J is singular, so undamped GN needs the configured policy."""
+    base = [*SMALL, "--data.root", str(housing), "--model.net.width", "6", "--model.method", "primal",
+            "--trainer.max_steps", "3"]
+    assert run_train([*base, "--name", "err"], tmp_path) == 1
+    assert "singular" in capsys.readouterr().err
+    assert run_train([*base, "--name", "stop", "--model.on_singular", "stop"], tmp_path) == 0
+    assert read_results(run_dir(tmp_path, "stop"))["fallback_step"] == 0
+    assert run_train([*base, "--name", "pinv", "--model.on_singular", "pinv"], tmp_path) == 0
+    result = read_results(run_dir(tmp_path, "pinv"))
+    assert result["fallback_step"] == 0 and result["global_step"] == 3 and result["exit_step"] == 0
+
+
+@pytest.mark.parametrize("bad", [["--model.alpha", "-1"], ["--model.rho", "2"], ["--model.method", "qr"],
+                                 ["--model.jacobian", "matrix_free"]])
+def test_bad_config_exits_with_one_line(tmp_path: Path, housing: Path, bad: list[str],
+                                        capsys: pytest.CaptureFixture) -> None:
+    assert run_train([*SMALL, "--data.root", str(housing), *bad, "--name", "bad"], tmp_path) == 1
+    assert capsys.readouterr().err.startswith("error:")
