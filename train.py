@@ -12,11 +12,13 @@ import os
 import re
 import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -134,7 +136,7 @@ class OverparamCLI(LightningCLI):
         callbacks: list[Callback] = [
             RunCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, monitor=monitor, mode=mode,
                             filename="best-{epoch}-{step}" if monitor else "{epoch}-{step}",
-                            every_n_train_steps=self.config["checkpoint_every_n_steps"], save_top_k=1),
+                            last_every_n_steps=self.config["checkpoint_every_n_steps"], save_top_k=1),
             LearningRateMonitor(), ParameterCounts(), RunStats(), NaNGuard(), RNGState(), FlushLogsOnCheckpoint(),
             CheckpointMetadata()]
         if trainer_cfg.get("enable_progress_bar") is not False:
@@ -248,13 +250,11 @@ def check_checkpoint(path: str, model: pl.LightningModule) -> None:
 
 def make_wandb_logger(run_dir: Path, project: str) -> pl.loggers.WandbLogger:
     """W&B logger that resumes the run's W&B id; offline unless the user is online and logged in."""
-    import wandb
-
     id_file = run_dir / "wandb_id"
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:12]
         if process_rank() == 0:
             id_file.write_text(run_id)
     online = os.environ.get("WANDB_MODE") == "online" or bool(os.environ.get("WANDB_API_KEY"))
@@ -272,13 +272,31 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+JSONARGPARSE_WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
+
+
 def one_line(err: BaseException) -> str:
+    # jsonargparse wraps an error raised in a class's __init__ in a long message; the cause is what matters
+    while err.__cause__ is not None and str(err).startswith(JSONARGPARSE_WRAPPERS):
+        err = err.__cause__
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 600 else text[:600] + " ..."
 
 
+def check_config_files(args: list[str]) -> None:
+    """Name the file when a --config is not valid YAML (jsonargparse's message does not)."""
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [a[9:] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as err:
+                raise UsageError(f"config file {path} is not valid YAML: {err}") from err
+
+
 def main(args: Optional[list[str]] = None) -> int:
     try:
+        check_config_files(sys.argv[1:] if args is None else args)
         OverparamCLI(args).run_experiment()
         return 0
     except KeyboardInterrupt:

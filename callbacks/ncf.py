@@ -79,9 +79,8 @@ def first_iteration_objective(net: GrowableNet, x: Tensor, y: Tensor) -> Objecti
         h = torch.einsum("nd,hd->hn", x, ws[0][:, 0, :])  # (H, N) pre-activation of the single neuron
         for w in ws[1:-1]:
             h = net.sigma(h) * w[:, 0, :]
-        h = net.sigma(h)
-        out = h[:, :, None] * ws[-1][:, None, :, 0]  # (H, N, n_out)
-        return (out * y).sum((1, 2)) / len(x)
+        # <Y, h w_L^T> without forming the (H, N, n_out) outputs
+        return (net.sigma(h) * (ws[-1][:, :, 0] @ y.T)).sum(1) / len(x)
 
     return objective
 

@@ -3,7 +3,7 @@ import math
 import random
 import resource
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -125,13 +125,24 @@ class FlushLogsOnCheckpoint(Callback):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` also holds the state where ``max_steps`` (or a callback) stops
-    training mid-epoch, so such a run continues exactly with ``--ckpt_path last``."""
+    """ModelCheckpoint (best by the module's monitor, once per epoch) whose ``last.ckpt`` is also written every
+    ``last_every_n_steps`` steps and where ``max_steps`` (or a callback) stops training mid-epoch.
+
+    Lightning's own ``every_n_train_steps`` defers saving until the monitored metric exists, i.e. until the
+    first validation; crash recovery needs ``last.ckpt`` from the first steps on.
+    """
+
+    def __init__(self, *args: Any, last_every_n_steps: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if last_every_n_steps is not None and last_every_n_steps <= 0:
+            raise ValueError(f"--checkpoint_every_n_steps must be positive, got {last_every_n_steps}")
+        self.last_every_n_steps = last_every_n_steps
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # saved here, inside the step, because by on_train_end the loop has already closed the epoch
+        # saved inside the step, because by on_train_end the loop has already closed the epoch
+        periodic = self.last_every_n_steps and trainer.global_step % self.last_every_n_steps == 0
         stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
-        if stopping and self.save_last and self._last_global_step_saved != trainer.global_step:
+        if (periodic or stopping) and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -71,7 +71,7 @@ class VisionDataModule(pl.LightningDataModule):
     """
 
     dataset_cls: ClassVar[type]
-    folder: ClassVar[str]  # where the files live below root, for error messages
+    folder: ClassVar[str]  # where the files live below root
     expected_files: ClassVar[str]
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
@@ -109,16 +109,17 @@ class VisionDataModule(pl.LightningDataModule):
     def missing_message(self) -> str:
         return (f"{type(self).__name__}: no data under {self.root / self.folder} and download is "
                 f"{'impossible (offline?)' if self.hparams.download else 'off'}; put {self.expected_files} "
-                f"in {self.root / self.folder} (or set --data.root to the folder that holds {self.folder})")
+                f"in {self.root / self.folder} (or set --data.root to the folder that holds {self.folder.split('/')[0]})")
 
     def open_split(self, train: bool) -> Any:
         """The torchvision dataset for one split, with errors turned into one clear :class:`DataError`."""
         root = self.locate_root()
         try:
             return self.dataset_cls(str(root), train=train, download=False)
-        except RuntimeError as err:
-            if "not found" not in str(err).lower():
-                raise DataError(f"{type(self).__name__}: cannot read {root / self.folder}: {err}") from err
+        except Exception as err:  # torchvision signals absence with RuntimeError("Dataset not found ...")
+            if not (isinstance(err, RuntimeError) and "not found" in str(err).lower()):
+                raise DataError(f"{type(self).__name__}: cannot read {root / self.folder}: "
+                                f"{type(err).__name__}: {err}") from err
         if not self.hparams.download:
             raise DataError(self.missing_message())
         try:

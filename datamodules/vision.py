@@ -1,4 +1,5 @@
 """MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 over the torchvision dataset classes."""
+import pickle
 from pathlib import Path
 
 from torchvision import datasets
@@ -11,23 +12,24 @@ MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-image
 class _IdxDataModule(VisionDataModule):
     """MNIST-family layout ``<root>/<Name>/raw/*-ubyte``; local ``.gz`` archives are extracted, not downloaded."""
 
+
     expected_files = ", ".join(f"{n}[.gz]" for n in MNIST_FILES)
     num_classes = 10
 
     def locate_root(self) -> Path:
-        raw = extract_gz_archives(self.root / self.folder / "raw", MNIST_FILES)
+        raw = extract_gz_archives(self.root / self.folder, MNIST_FILES)
         return raw.parent.parent if raw is not None else self.root
 
 
 class MNISTDataModule(_IdxDataModule):
     dataset_cls = datasets.MNIST
-    folder = "MNIST"
+    folder = "MNIST/raw"
     mean, std = (0.1307,), (0.3081,)
 
 
 class FashionMNISTDataModule(_IdxDataModule):
     dataset_cls = datasets.FashionMNIST
-    folder = "FashionMNIST"
+    folder = "FashionMNIST/raw"
     mean, std = (0.2860,), (0.3530,)
 
 
@@ -35,11 +37,18 @@ class _CIFAR10(datasets.CIFAR10):
     # torchvision checks the official MD5 sums; a corrupt file shows up when unpickling anyway, and the
     # check would reject fixtures and subsets in the real format, so only presence is checked here.
     def _check_integrity(self) -> bool:
-        return all((Path(self.root) / self.base_folder / name).is_file() for name, _ in self.train_list + self.test_list)
+        files = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+        return all((Path(self.root) / self.base_folder / name).is_file() for name in files)
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as file:
+            self.classes = pickle.load(file, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 class _CIFAR100(datasets.CIFAR100):
     _check_integrity = _CIFAR10._check_integrity
+    _load_meta = _CIFAR10._load_meta
 
 
 class CIFAR10DataModule(VisionDataModule):

@@ -1,0 +1,141 @@
+"""End-to-end runs of train.py: run folder, results.json, versions, resume parity, SIGKILL, NaN guard, W&B."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import QUIET, ROOT, python, read_metrics, read_results, run_dir, run_train
+
+SMALL = ["--config", "configs/default.yaml", "--data.root", "data", "--data.max_train_samples", "300",
+         "--data.batch_size", "50", "--data.val_fraction", "0.05", "--trainer.max_epochs", "1"]
+
+
+def test_run_writes_its_folder_and_results(tmp_path: Path) -> None:
+    assert run_train([*SMALL, "--name", "demo"], tmp_path) == 0
+    out = run_dir(tmp_path, "demo")
+    assert {"config.yaml", "metrics.csv", "results.json", "checkpoints"} <= {p.name for p in out.iterdir()}
+    assert (out / "checkpoints" / "last.ckpt").is_file() and list((out / "checkpoints").glob("best-*.ckpt"))
+    results = read_results(out)
+    for key in ("test/acc", "test/loss", "val/acc", "train/loss", "trainable_params", "total_params", "epochs",
+                "global_step", "train_seconds", "train_samples_per_second", "peak_rss_mb"):
+        assert key in results, key
+    assert results["trainable_params"] == results["total_params"] == 108_618
+    assert results["global_step"] == 6 and results["epochs"] == 1
+    assert 0.0 <= results["test/acc"] <= 1.0 and results["train_samples_per_second"] > 0
+    assert "batch_size: 50" in (out / "config.yaml").read_text()
+
+
+def test_default_config_learns_fashion_mnist(tmp_path: Path) -> None:
+    args = ["--config", "configs/default.yaml", "--trainer.max_epochs", "1", "--data.max_train_samples", "3000",
+            "--name", "learn"]
+    assert run_train(args, tmp_path) == 0
+    assert read_results(run_dir(tmp_path, "learn"))["test/acc"] > 0.65  # chance is 0.10
+
+
+def test_second_run_gets_a_new_version(tmp_path: Path) -> None:
+    assert run_train([*SMALL, "--name", "twice", "--trainer.max_steps", "2"], tmp_path) == 0
+    first = (run_dir(tmp_path, "twice") / "results.json").read_text()
+    assert run_train([*SMALL, "--name", "twice", "--trainer.max_steps", "3"], tmp_path) == 0
+    assert (run_dir(tmp_path, "twice") / "results.json").read_text() == first
+    assert read_results(run_dir(tmp_path, "twice", 1))["global_step"] == 3
+
+
+RESUME = ["--config", "configs/default.yaml", "--data.max_train_samples", "400", "--data.batch_size", "40",
+          "--data.val_fraction", "0.05", "--data.augment", "true", "--trainer.max_epochs", "2",
+          "--trainer.log_every_n_steps", "1"]
+NOT_COMPARABLE = ("train_seconds",)
+
+
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    assert run_train([*RESUME, "--name", "full"], tmp_path) == 0
+    assert run_train([*RESUME, "--name", "cut", "--trainer.max_steps", "13"], tmp_path) == 0  # mid epoch 2
+    assert torch.load(run_dir(tmp_path, "cut") / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 13
+    assert run_train([*RESUME, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
+    assert not run_dir(tmp_path, "cut", 1).exists()  # resumed in place
+    assert read_metrics(run_dir(tmp_path, "cut")) == read_metrics(run_dir(tmp_path, "full"))
+    full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
+    for key in ("test/acc", "test/loss", "val/acc", "global_step", "epochs"):
+        assert cut[key] == full[key], key
+
+
+def launch(args: list[str], root: Path) -> subprocess.Popen:
+    cmd = [python(), "train.py", *args, "--trainer.default_root_dir", str(root), *QUIET]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_sigkill_mid_epoch_then_resume_matches(tmp_path: Path) -> None:
+    args = ["--config", "configs/default.yaml", "--data.max_train_samples", "3000", "--data.batch_size", "10",
+            "--data.val_fraction", "0.02", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
+            "--checkpoint_every_n_steps", "25"]
+    proc = launch([*args, "--name", "killed"], tmp_path)
+    ckpt = run_dir(tmp_path, "killed") / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file() and ckpt.stat().st_size > 0:
+            time.sleep(0.05)  # let it train a little past the checkpoint, then kill it mid-step
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir(tmp_path, "killed") / "results.json").exists()
+    assert all(p.suffix == ".ckpt" for p in ckpt.parent.iterdir())  # no half-written files left behind
+    step = torch.load(ckpt, weights_only=True)["global_step"]
+    assert 0 < step < 600
+    assert run_train([*args, "--name", "killed", "--ckpt_path", "last"], tmp_path) == 0
+    assert run_train([*args, "--name", "whole"], tmp_path) == 0
+    assert read_metrics(run_dir(tmp_path, "killed")) == read_metrics(run_dir(tmp_path, "whole"))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    args = [*SMALL, "--name", "nan", "--model.optimizer.lr", "1e30", "--checkpoint_every_n_steps", "1"]
+    assert run_train(args, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "non-finite train/loss" in err and "at step" in err
+    ckpt = torch.load(run_dir(tmp_path, "nan") / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_wandb_offline_run_resumes_the_same_wandb_id(tmp_path: Path) -> None:
+    args = [*SMALL, "--name", "wb", "--trainer.max_steps", "2"]
+    common = ["--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    for extra in ([], ["--ckpt_path", "last", "--trainer.max_steps", "4"]):
+        done = subprocess.run([python(), "train.py", *args, *common, *extra], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    out = run_dir(tmp_path, "wb")
+    run_id = (out / "wandb_id").read_text().strip()
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+    assert read_results(out)["global_step"] == 4
+
+
+def test_help_lists_models_and_datamodules() -> None:
+    done = subprocess.run([python(), "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for name in ("SupervisedModule", "FashionMNISTDataModule", "CIFAR100DataModule", "--ckpt_path", "--seed"):
+        assert name in done.stdout, name
+
+
+def test_print_config_resolves_everything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(["--config", "configs/baseline/cnn1_fmnist.yaml", "--seed", "7", "--print_config"], tmp_path)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "nets.CNN1" in out and "seed: 7" in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_seed_changes_the_run(tmp_path: Path) -> None:
+    for seed in ("1", "2"):
+        assert run_train([*SMALL, "--name", f"s{seed}", "--seed", seed, "--trainer.max_steps", "2"], tmp_path) == 0
+    a, b = (read_results(run_dir(tmp_path, f"s{s}")) for s in "12")
+    assert a["train/loss"] != b["train/loss"]
