@@ -138,6 +138,9 @@ class NeuronPursuitModule(pl.LightningModule):
         from callbacks.neuron_pursuit import NeuronPursuit
 
         extra: dict[str, Any] = {"widths": self.net.widths}
+        data = self.trainer.datamodule
+        if hasattr(data, "train_tensors"):  # also when NP stopped before any GD step logged it
+            extra.update({f"train/{k}": v for k, v in self.errors(*self.prepare(*data.train_tensors())).items()})
         for cb in self.trainer.callbacks:
             if isinstance(cb, NeuronPursuit):
                 extra.update(cb.summary())

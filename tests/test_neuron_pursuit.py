@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.ncf import growth_objective, growth_problems, pga
+from callbacks.ncf import (first_iteration_objective, growth_objective, growth_problems, pga, single_neuron_dim,
+                           split_single_neuron)
 from callbacks.neuron_pursuit import NeuronPursuit
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 from nets.growable import GrowableNet
@@ -33,6 +34,19 @@ def test_manual_gradients_match_autograd(alpha: float, power: int) -> None:
     assert torch.allclose(loss, ref.detach())
     for g, r in zip(grads, ref_grads):
         assert torch.allclose(g, r, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha,power,depth", [(0.0, 1, 3), (0.5, 1, 4), (1.0, 2, 2)])
+def test_first_iteration_ncf_is_output_correlation_of_the_one_neuron_net(alpha: float, power: int, depth: int) -> None:
+    net = GrowableNet(5, 3, depth, alpha, power)
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+    u = torch.randn(4, single_neuron_dim(net), dtype=torch.float64)
+    values = first_iteration_objective(net, x, y)(u)
+    for h in range(4):
+        with torch.no_grad():
+            for w, part in zip(net.weights, split_single_neuron(net, u[h:h + 1])):
+                w.copy_(part[0])
+        assert torch.allclose(values[h], (y * net(x)).sum() / len(x), atol=1e-12)
 
 
 def test_add_neuron_appends_row_and_column_and_balance_keeps_function() -> None:
@@ -185,3 +199,28 @@ def test_bad_config_exits_with_one_line(tmp_path, capsys) -> None:
     assert "model.lr must be positive" in capsys.readouterr().err
     assert run_train([*TINY, "--model.in_features", "7"], tmp_path) == 1
     assert "in_features=7" in capsys.readouterr().err
+
+
+FAST = ["--model.gd_steps_per_batch", "2", "--trainer.max_epochs", "2"]
+FAST_NP = ["--trainer.callbacks.init_args.epochs_per_stage", "1", "--trainer.callbacks.init_args.pga_steps", "30",
+           "--trainer.callbacks.init_args.restarts", "4", "--trainer.callbacks.init_args.max_iterations", "2"]
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("hypersphere_f1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("hypersphere_f2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("hypercube_g1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("hypercube_g2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gaussian_h1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gaussian_h2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("modular_addition", FAST_NP + ["--data.n_train", "100", "--data.modulus", "13", "--model.in_features", "27",
+                                    "--model.out_features", "13"]),
+    ("gd_baseline_f1", ["--data.n_train", "50", "--data.n_test", "100"]),
+])
+def test_every_config_runs_and_writes_results(tmp_path, name: str, extra: list[str]) -> None:
+    assert run_train(["--config", f"configs/neuron_pursuit/{name}.yaml", *FAST, *extra], tmp_path) == 0
+    results = read_results(run_dir(tmp_path, name))
+    assert {"test/rel_err", "train/rel_err", "widths"} <= set(results)
+    if name != "gd_baseline_f1":
+        assert results["np_iterations"] == 2 and sum(results["widths"]) == results["np_iterations"] + len(
+            results["widths"]) - 1
