@@ -32,11 +32,9 @@ def real_images(dataset: Any, count: Optional[int], batch_size: int) -> Any:
     total = len(dataset) if count is None else min(count, len(dataset))
     for start in range(0, total, batch_size):
         idx = list(range(start, min(start + batch_size, total)))
-        if hasattr(dataset, "__getitems__"):
-            images = dataset.__getitems__(idx)[0]
-        else:
-            images = torch.stack([torch.as_tensor(dataset[i][0]) for i in idx])
-        yield images
+        items = dataset.__getitems__(idx) if hasattr(dataset, "__getitems__") else [dataset[i] for i in idx]
+        # in-memory datasets return one (images, targets) batch, others a list of items
+        yield items[0] if isinstance(items, tuple) else torch.stack([torch.as_tensor(item[0]) for item in items])
 
 
 def as_rgb01(images: Tensor) -> Tensor:

@@ -5,7 +5,9 @@ from datamodules.synthetic_gan import GaussianMeanDataModule, TwoMoonsDataModule
 from datamodules.tabular import CaliforniaHousingDataModule, SyntheticRegressionDataModule
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 from datamodules.sphere import SphereDataModule
+from datamodules.celeba import CelebA64DataModule
 
 __all__ = ["SphereDataModule", "CaliforniaHousingDataModule", "CIFAR100DataModule", "CIFAR10DataModule", "DataError",
            "FashionMNISTDataModule", "GaussianMeanDataModule", "MNISTDataModule", "ModularAdditionDataModule",
-           "SparseFunctionDataModule", "SyntheticRegressionDataModule", "TwoMoonsDataModule", "VisionDataModule"]
+           "SparseFunctionDataModule", "SyntheticRegressionDataModule", "TwoMoonsDataModule", "VisionDataModule",
+           "CelebA64DataModule"]
