@@ -171,18 +171,26 @@ def read_raw_archive(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 class SyntheticRegressionDataModule(FullBatchRegressionDataModule):
     """A synthetic stand-in (NOT California Housing): x ~ N(0, I_d) (or Student-t(2) with ``heavy_tailed``),
-    y = sin(x_1) + 0.5 x_2^2 + 2 + noise * N(0, 1), the reference simulation of the GN spec (section 5)."""
+    y = sin(x_1) + 0.5 x_2^2 + 2 + noise * N(0, 1), the reference simulation of the GN spec (section 5).
 
-    def __init__(self, in_features: int = 8, heavy_tailed: bool = False, noise: float = 0.0, n_train: int = 256,
-                 n_test: int = 256, seed: int = 0, steps_per_epoch: int = 100) -> None:
+    ``near_duplicates`` = eps > 0 makes every odd row a copy of the row before it plus eps * N(0, I_d), which
+    shrinks the smallest NTK eigenvalue (the conditioning lambda_0 of the theory) as eps -> 0.
+    """
+
+    def __init__(self, in_features: int = 8, heavy_tailed: bool = False, noise: float = 0.0,
+                 near_duplicates: float = 0.0, n_train: int = 256, n_test: int = 256, seed: int = 0,
+                 steps_per_epoch: int = 100) -> None:
         super().__init__(n_train, n_test, seed, steps_per_epoch)
-        if in_features < 2:
-            raise ValueError(f"SyntheticRegressionDataModule needs in_features >= 2, got {in_features}")
-        self.d, self.heavy_tailed, self.noise = in_features, heavy_tailed, noise
+        if in_features < 2 or near_duplicates < 0:
+            raise ValueError(f"SyntheticRegressionDataModule needs in_features >= 2 and near_duplicates >= 0, got "
+                             f"{in_features}, {near_duplicates}")
+        self.d, self.heavy_tailed, self.noise, self.near_duplicates = in_features, heavy_tailed, noise, near_duplicates
 
     def load_table(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.seed + 1)
         shape = (self.n_train + self.n_test, self.d)
         x = rng.standard_t(2, shape) if self.heavy_tailed else rng.standard_normal(shape)
+        if self.near_duplicates > 0:
+            x[1::2] = x[0::2][:len(x[1::2])] + self.near_duplicates * rng.standard_normal(x[1::2].shape)
         y = np.sin(x[:, 0]) + 0.5 * x[:, 1] ** 2 + 2 + self.noise * rng.standard_normal(len(x))
         return x, y

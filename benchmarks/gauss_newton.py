@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Gauss-Newton / Levenberg-Marquardt solver benchmarks (CPU, one thread unless OMP_NUM_THREADS says otherwise).
+
+    python benchmarks/gauss_newton.py [--part lm|memory|all] [--steps K]
+
+``lm``: our ``lm_step`` against ``torch-levenberg-marquardt`` (PyPI) on the same model, data, batch, float32 and
+initial weights: a 1-20-20-1 tanh MLP fitting sinc on 1,000 points (its README example). Both take the
+classic LM step (J^T J + lam I) d = J^T r with lam = N * 1e-3 reset at every step, x10 / x0.1 Marquardt
+updates, up to 10 attempts, so they follow the same trajectory; prints time per step, the ratio, and the loss
+after K steps.
+
+``memory``: one damped GN direction for an MLP 784-W-1 on n = 256 samples at growing p, dense (materialised
+n x p J, n x n dual solve) against matrix-free CG (JVP/VJP); each case runs in its own process and reports
+the peak RSS above the process's baseline.
+"""
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lit_modules.gn_solver import Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step  # noqa: E402
+
+
+def flat_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """theta -> residuals model(x; theta) - y, with theta the flat parameter vector."""
+    names = [(n, p.shape, p.numel()) for n, p in model.named_parameters()]
+
+    def fn(theta: torch.Tensor) -> torch.Tensor:
+        params = dict(zip([n for n, _, _ in names],
+                          (t.view(s) for t, (_, s, _) in zip(theta.split([k for _, _, k in names]), names))))
+        return (torch.func.functional_call(model, params, (x,)) - y).reshape(-1)
+    return fn, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def sinc_problem(n: int = 1000, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    x = torch.linspace(-10, 10, n).unsqueeze(1)
+    y = torch.sinc(x / torch.pi) + 0.05 * torch.randn(n, 1)  # torch.sinc is sin(pi x)/(pi x)
+    model = nn.Sequential(nn.Linear(1, 20), nn.Tanh(), nn.Linear(20, 20), nn.Tanh(), nn.Linear(20, 1))
+    return model, x, y
+
+
+def bench_lm(steps: int) -> dict:
+    from torch_levenberg_marquardt.damping import StandardDampingStrategy
+    from torch_levenberg_marquardt.training import LevenbergMarquardtModule
+
+    model, x, y = sinc_problem()
+    n = len(x)
+    out = {"problem": f"sinc fit, MLP 1-20-20-1 tanh, N={n}, p={sum(p.numel() for p in model.parameters())}, "
+                      f"float32, {steps} steps"}
+
+    def run_theirs(solve_method: str) -> tuple[float, float]:
+        lm = LevenbergMarquardtModule(copy.deepcopy(model), learning_rate=1.0, attempts_per_step=10,
+                                      solve_method=solve_method,
+                                      damping_strategy=StandardDampingStrategy(starting_value=1e-3))
+        lm.training_step(x, y)  # warm-up (first call sizes its buffers)
+        start = time.perf_counter()
+        for _ in range(steps - 1):
+            _, loss, _, _ = lm.training_step(x, y)
+        return (time.perf_counter() - start) / (steps - 1), float(loss)
+
+    def run_ours(method: str) -> tuple[float, float]:
+        fn, theta = flat_fn(copy.deepcopy(model), x, y)
+        theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), method=method)
+        start = time.perf_counter()
+        for _ in range(steps - 1):
+            # a fresh schedule each step: torch-levenberg-marquardt resets its damping after every accepted step
+            theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), method=method)
+        return (time.perf_counter() - start) / (steps - 1), 2 * loss / n  # their loss: mean squared residual
+
+    for name, fn in (("theirs_cholesky", lambda: run_theirs("cholesky")), ("theirs_qr", lambda: run_theirs("qr")),
+                     ("ours_primal", lambda: run_ours("primal")), ("ours_cg", lambda: run_ours("cg"))):
+        sec, loss = fn()
+        out[name] = {"sec_per_step": round(sec, 5), "mse_after_K": loss}
+    out["ratio_ours_primal_vs_theirs_cholesky"] = round(out["ours_primal"]["sec_per_step"] /
+                                                        out["theirs_cholesky"]["sec_per_step"], 3)
+    out["ratio_ours_primal_vs_theirs_qr"] = round(out["ours_primal"]["sec_per_step"] /
+                                                  out["theirs_qr"]["sec_per_step"], 3)
+    return out
+
+
+def memory_case(mode: str, width: int, n: int = 256) -> dict:
+    """One GN direction; runs inside a child process so ru_maxrss is this case's peak."""
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 784), torch.randn(n, 1)
+    model = nn.Sequential(nn.Linear(784, width), nn.Tanh(), nn.Linear(width, 1))
+    fn, theta = flat_fn(model, x, y)
+    jac = FuncJacobian(fn, theta)
+    r = jac.output.detach()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    method = "dual" if mode == "dense" else "cg"
+    v, info = gn_direction(jac, r, Damping.additive(1e-3 * n), method=method, cg_maxiter=100, cg_tol=1e-8)
+    sec = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"mode": mode, "width": width, "p": theta.numel(), "n": n, "sec": round(sec, 3),
+            "peak_extra_mb": round((peak - base) / 1024, 1), "cg_iters": info.cg_iters,
+            "v_norm": float(v.norm())}
+
+
+def bench_memory(widths: list[int], dense_max_p: int) -> list[dict]:
+    rows = []
+    for width in widths:
+        for mode in ("dense", "matrix_free"):
+            p = 786 * width + 1
+            if mode == "dense" and p > dense_max_p:
+                rows.append({"mode": mode, "width": width, "p": p, "skipped": f"n x p J would be {256 * p * 4 / 2**20:.0f} MB"})
+                continue
+            cmd = [sys.executable, __file__, "--memory-case", mode, str(width)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["lm", "memory", "all"], default="all")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 128, 320, 1280])
+    parser.add_argument("--dense-max-p", type=int, default=300_000)
+    parser.add_argument("--memory-case", nargs=2, metavar=("MODE", "WIDTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.memory_case:
+        print(json.dumps(memory_case(args.memory_case[0], int(args.memory_case[1]))))
+        return
+    if args.part in ("lm", "all"):
+        print(json.dumps(bench_lm(args.steps), indent=2), flush=True)
+    if args.part in ("memory", "all"):
+        print(json.dumps(bench_memory(args.widths, args.dense_max_p), indent=2))
+
+
+if __name__ == "__main__":
+    main()
