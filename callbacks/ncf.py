@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nets.growable import GrowableNet, homogeneous_act
+from nets.growable import GrowableNet, homogeneous_act, homogeneous_act_grad
 
 Objective = Callable[[Tensor], Tensor]  # (H, dim) unit rows -> (H,) values
 
@@ -23,6 +23,8 @@ class PGAResult:
 
 
 def _value_and_grad(objective: Objective, u: Tensor) -> tuple[Tensor, Tensor]:
+    if hasattr(objective, "value_and_grad"):
+        return objective.value_and_grad(u)
     with torch.enable_grad():
         u = u.detach().requires_grad_(True)
         values = objective(u)
@@ -99,12 +101,27 @@ def growth_problems(net: GrowableNet, x: Tensor, y: Tensor) -> list[tuple[Tensor
     return [(acts[l].detach(), -grads[l].detach() / len(x)) for l in range(net.depth - 1)]
 
 
-def growth_objective(g: Tensor, c: Tensor, alpha: float, power: int) -> Objective:
-    """u = (a, b) -> sum_i (c_i . b) s(a . g_i), batched over restarts."""
-    k_in = g.shape[1]
+class GrowthNCF:
+    """u = (a, b) -> sum_i (c_i . b) s(a . g_i), batched over restarts, with its gradient in closed form."""
 
-    def objective(u: Tensor) -> Tensor:
-        a, b = u[:, :k_in], u[:, k_in:]
-        return ((c @ b.T) * homogeneous_act(g @ a.T, alpha, power)).sum(0)
+    def __init__(self, g: Tensor, c: Tensor, alpha: float, power: int) -> None:
+        self.g, self.c, self.alpha, self.power = g, c, alpha, power
+        self.k_in = g.shape[1]
 
-    return objective
+    def __call__(self, u: Tensor) -> Tensor:
+        a, b = u[:, :self.k_in], u[:, self.k_in:]
+        return ((self.c @ b.T) * homogeneous_act(self.g @ a.T, self.alpha, self.power)).sum(0)
+
+    def value_and_grad(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        # explicit gradient: PGA runs thousands of steps, and autograd's per-op overhead dominates them
+        a, b = u[:, :self.k_in], u[:, self.k_in:]
+        cb, z = self.c @ b.T, self.g @ a.T  # (N, H)
+        act = homogeneous_act(z, self.alpha, self.power)
+        d_act = homogeneous_act_grad(z, self.alpha, self.power)
+        grad = torch.cat([(cb * d_act).T @ self.g, act.T @ self.c], 1)
+        return (cb * act).sum(0), grad
+
+
+def growth_objective(g: Tensor, c: Tensor, alpha: float, power: int) -> GrowthNCF:
+    """The candidate NCF of one hidden layer (see ``growth_problems``)."""
+    return GrowthNCF(g, c, alpha, power)

@@ -11,6 +11,12 @@ def homogeneous_act(x: Tensor, alpha: float, power: int) -> Tensor:
     return y if power == 1 else y.pow(power)
 
 
+def homogeneous_act_grad(x: Tensor, alpha: float, power: int) -> Tensor:
+    """Derivative p max(x, alpha x)^(p-1) * (1 if x > 0 else alpha), 0 at the ReLU kink like autograd."""
+    slope = torch.where(x > 0, 1.0, alpha).to(x.dtype)
+    return slope if power == 1 else power * homogeneous_act(x, alpha, power - 1) * slope
+
+
 class GrowableNet(nn.Module):
     """Bias-free network whose hidden widths grow one neuron at a time.
 
@@ -82,11 +88,6 @@ class GrowableNet(nn.Module):
             acts.append(self.sigma(pre[-1]))
         return acts[:-1], pre
 
-    def act_grad(self, z: Tensor) -> Tensor:
-        """s'(z) = p max(z, alpha z)^(p-1) * (1 if z > 0 else alpha)."""
-        slope = torch.where(z > 0, 1.0, self.alpha).to(z.dtype)
-        return slope if self.power == 1 else self.power * homogeneous_act(z, self.alpha, self.power - 1) * slope
-
     @torch.no_grad()
     def mse_and_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
         """mean((H(x) - y)^2) and its gradient for every weight, by explicit backpropagation.
@@ -104,7 +105,7 @@ class GrowableNet(nn.Module):
         for l in range(self.depth - 1, -1, -1):
             grads[l] = delta.T @ acts[l]
             if l > 0:
-                delta = (delta @ self.weights[l]) * self.act_grad(pre[l - 1])
+                delta = (delta @ self.weights[l]) * homogeneous_act_grad(pre[l - 1], self.alpha, self.power)
         return err.square().mean(), grads
 
     # ------------------------------------------------------------------ growth

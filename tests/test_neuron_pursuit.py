@@ -82,6 +82,16 @@ def test_growth_ncf_matches_finite_difference(alpha: float, power: int, tol: flo
         assert abs(float(fd.detach() - value)) <= tol * max(1.0, abs(float(value)))
 
 
+@pytest.mark.parametrize("alpha,power", ACTS)
+def test_growth_ncf_closed_form_gradient_matches_autograd(alpha: float, power: int) -> None:
+    g, c = torch.randn(30, 4, dtype=torch.float64), torch.randn(30, 3, dtype=torch.float64)
+    objective = growth_objective(g, c, alpha, power)
+    u = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    values, grad = objective.value_and_grad(u.detach())
+    ref = torch.autograd.grad(objective(u).sum(), u)[0]
+    assert torch.allclose(values, objective(u).detach()) and torch.allclose(grad, ref, atol=1e-12)
+
+
 def test_growth_ncf_is_minus_b_dot_gradient_of_new_outgoing_weights() -> None:
     """N_l(a, b) = -b . dL/dW_new / N with L = 1/2 ||H - Y||^2 and W_new the (zero) outgoing column."""
     net = random_net(0.2, 1)
