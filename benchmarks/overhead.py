@@ -1,0 +1,90 @@
+"""Lightning path vs a hand-written PyTorch loop: CNN2 on Fashion-MNIST, same data, batch, optimizer.
+
+    python benchmarks/overhead.py --data-root ../shared/data [--steps 300] [--repeats 3]
+
+The Lightning side is exactly what ``train.py`` builds (OverparamCLI: our datamodule, SupervisedModule with
+its torchmetrics, CSV logging, checkpoint/NaN/RNG callbacks); the hand loop indexes the same in-memory
+tensors, normalises, and steps the same Adam. Runs alternate so machine load hits both alike; the ratio of
+median throughputs is printed (target >= 0.95).
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import train  # noqa: E402
+from nets import CNN2  # noqa: E402
+
+
+def lightning_run(data_root: str, batch_size: int, steps: int, out: str) -> float:
+    """Samples/s of the train.py path over ``steps`` optimizer steps (no validation inside the timing)."""
+    args = ["--config", "configs/default.yaml", "--data.root", data_root, "--data.batch_size", str(batch_size),
+            "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
+            "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--wandb", "false", "--trainer.default_root_dir", out]
+    argv, sys.argv = sys.argv, ["train.py"]
+    try:
+        cli = train.OverparamCLI(args)
+    finally:
+        sys.argv = argv
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    stats = next(c for c in cli.trainer.callbacks if isinstance(c, train.RunStats)).summary()
+    return stats["train_samples_per_second"]
+
+
+def hand_run(images: torch.Tensor, targets: torch.Tensor, mean: float, std: float, batch_size: int,
+             steps: int) -> float:
+    torch.manual_seed(0)
+    net = CNN2()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    done, start = 0, time.perf_counter()
+    while done < steps:
+        order = torch.randperm(len(targets))
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            x = (images[idx].float().div_(255) - mean) / std
+            loss = loss_fn(net(x), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    opts = parser.parse_args()
+
+    from datamodules import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(root=opts.data_root, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    images, targets = dm.train_set.images, dm.train_set.targets
+    print(f"CNN2 / Fashion-MNIST ({len(targets)} train images at {opts.data_root}), batch {opts.batch_size}, "
+          f"{opts.steps} steps per run, torch threads {torch.get_num_threads()}")
+    lightning, hand = [], []
+    with tempfile.TemporaryDirectory() as out:
+        for r in range(opts.repeats):
+            lightning.append(lightning_run(opts.data_root, opts.batch_size, opts.steps, out))
+            hand.append(hand_run(images, targets, dm.mean[0], dm.std[0], opts.batch_size, opts.steps))
+            print(f"  repeat {r}: lightning {lightning[-1]:9.0f} samples/s   hand loop {hand[-1]:9.0f} samples/s")
+    ratio = statistics.median(lightning) / statistics.median(hand)
+    print(f"median: lightning {statistics.median(lightning):.0f} samples/s, hand loop {statistics.median(hand):.0f} "
+          f"samples/s, ratio lightning/hand = {ratio:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
