@@ -138,3 +138,14 @@ def test_random_crop_flip_keeps_content() -> None:
     for i in range(2):
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
     assert random_crop_flip(x, padding=4).shape == x.shape
+
+
+def test_global_batch_must_divide_across_processes(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    dm = setup(MNISTDataModule(root=str(tmp_path), download=False, batch_size=128))
+    dm.trainer = type("T", (), {"training": True, "global_rank": 1, "world_size": 3})()
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        dm.train_dataloader()
+    dm.trainer.world_size = 4
+    batch = next(iter(dm.train_dataloader()))[0]
+    assert len(batch) == 32
