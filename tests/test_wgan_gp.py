@@ -121,3 +121,27 @@ def test_mnist_mlp_runs(tmp_path: Path) -> None:
             "--model.iterations", "1", *TINY_FID]
     assert run_train(args, tmp_path / "runs") == 0
     assert read_results(run_dir(tmp_path / "runs", "mlp_mnist_k64"))["test/fid_test"] >= 0
+
+
+def test_nearest_neighbour_grid_and_nnd_scripts(cifar_root: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
+    import gan_nearest_neighbours
+    import gan_nnd
+    from gan_run import load_run, training_images
+
+    assert run_train(gan_args(cifar_root, "nn", 1), tmp_path / "runs") == 0
+    run = run_dir(tmp_path / "runs", "nn")
+    out = tmp_path / "grid.png"
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--out", str(out), "--samples", "3", "--neighbours", "2"])
+    gan_nearest_neighbours.main()
+    assert out.stat().st_size > 0
+    generator, critic, data = load_run(run)
+    train = training_images(data) * 2 - 1
+    assert torch.equal(generator(torch.zeros(1, 128)), generator(torch.zeros(1, 128)))  # eval mode: deterministic
+    value = gan_nnd.nnd(lambda: DCGANCritic32(k=4), lambda n: train[:n], train, train[:250], steps=20, seed=0)
+    assert abs(value) < 1e-6  # the same images on both sides: a trained critic still scores them equally
+    fake = gan_nnd.nnd(lambda: DCGANCritic32(k=4), lambda n: -train[:n], train, train[:250], steps=20, seed=0)
+    assert fake > 0  # inverted images score lower once the critic has trained a little
