@@ -62,7 +62,8 @@ def jacobian_features(net: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerFeat
         with torch.enable_grad():
             f = net(x)
             if f.numel() != len(x):
-                raise ValueError(f"NTK needs a scalar output per sample; got shape {tuple(f.shape)} for {len(x)} inputs")
+                raise ValueError(f"NTK needs a scalar output per sample; got shape {tuple(f.shape)} "
+                                 f"for {len(x)} inputs")
             f = f.reshape(-1)
             names = [name for name in trainable if name in seen]
             outputs = [seen[name][1] for name in names]
@@ -143,14 +144,15 @@ def eig_extremes(matrix: Tensor) -> tuple[float, float]:
 class NTKMonitor(Callback):
     """Logs NTK diagnostics for full-batch GD on 1/2 ||f - y||^2 every ``every_n_steps`` steps (as ``ntk/*``).
 
-    Works for any module whose ``net`` (or the module itself) is a scalar-output network of ``nn.Linear`` layers
-    and whose training batches are the full data set ``(x, y)``. At a logged step t it records K_t and r_t; at
+    Works for any module whose ``net`` (or the module itself) is a scalar-output network (``nn.Linear`` layers are
+    fastest; other trainable parameters are handled by :func:`stray_grams`) and whose training batches are the
+    full data set ``(x, y)``. At a logged step t it records K_t and r_t; at
     step t + 1 it logs the measured contraction ||r_{t+1}||^2/||r_t||^2 against (1 - eta lambda_min(K_t))^2 and
     the linearisation error ||r_{t+1} - (I - eta K_t) r_t|| / ||r_t||.
 
     Args:
         every_n_steps: log period in optimiser steps.
-        per_layer: also log per-layer NTK shares, ||W^h - W^h_0||_F and ||W^h||_2 / sqrt(fan_in).
+        per_layer: also log per-layer NTK shares, ||W^h - W^h_0||_F and ||W^h||_2 / sqrt(rows of W^h).
         data_kernel: also log lambda(X) = lambda_min(Sigma(X)) once, for the net's ``activation`` (nets with one).
     """
 
@@ -235,7 +237,8 @@ class NTKMonitor(Callback):
         kernel = grams.sum(0)
         lam_min, lam_max = eig_extremes(kernel)
         init_features, init_kernel = self.reference(net, x)
-        cross = layer_grams(features, init_features, x).sum(0) + stray_grams(net, x, parameters_of(net), self.theta0).sum(0)
+        cross = (layer_grams(features, init_features, x).sum(0)
+                 + stray_grams(net, x, parameters_of(net), self.theta0).sum(0))
         # (J_t - J_0)(J_t - J_0)^T from K_t, K_0 and the cross-NTK C = J_t J_0^T
         jac_drift = math.sqrt(max(eig_extremes(kernel - cross - cross.T + init_kernel)[1], 0.0))
         moved = {k: p.detach() - self.theta0[k] for k, p in net.named_parameters() if k in self.theta0}
@@ -253,9 +256,10 @@ class NTKMonitor(Callback):
                 metrics[f"ntk/share_{h}"] = float(gram.trace() / kernel.trace())
                 if name in moved:
                     metrics[f"ntk/distance_{h}"] = float(moved[name].norm())
-                if weights[name].dim() == 2:
-                    weight = weights[name]
-                    metrics[f"ntk/weight_norm_{h}"] = float(torch.linalg.matrix_norm(weight, 2)) / math.sqrt(len(weight))
+                weight = weights[name]
+                if weight.dim() == 2:
+                    spectral = float(torch.linalg.matrix_norm(weight, 2))
+                    metrics[f"ntk/weight_norm_{h}"] = spectral / math.sqrt(len(weight))
                     if name in moved:
                         metrics[f"ntk/spectral_distance_{h}"] = float(torch.linalg.matrix_norm(moved[name], 2))
         if self.data_kernel and hasattr(net, "activation"):

@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/resnet_width_plots.py docs/results/resnet_width_sweep.jsonl --outdir docs/results
 
-Writes resnet_width_success.png (success fraction vs m/n, per n at H = 10 and per H at n = 32),
+Writes resnet_width_success.png (success fraction vs m/n, per n at H = 10 and per H at n = 32, and
+lambda_min/lambda_max of K_0 vs m/n),
 resnet_width_contraction.png (fitted per-step loss contraction vs (1 - eta lambda_min(K_t))^2) and
 resnet_width_kernel.png (lambda_min(K_0) vs the alpha_0^2 bound (3.21)); prints a markdown table.
 """
@@ -19,20 +20,37 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """One record per (n, m, H, seed, lr_scale, labels): the run with the most steps allowed."""
+    best: dict[tuple, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            key = (r["n"], r["m"], r["depth"], r["seed"], r["lr_scale"], r["labels"])
+            if key not in best or r["max_steps"] > best[key]["max_steps"]:
+                best[key] = r
+    return list(best.values())
+
+
+def steps_label(runs: list[dict]) -> str:
+    by_n: dict[int, set] = defaultdict(set)
+    for r in runs:
+        by_n[r["n"]].add(r["max_steps"])
+    return ", ".join(f"n={n}: T={'/'.join(map(str, sorted(t)))}" for n, t in sorted(by_n.items()))
 
 
 def success_curves(ax: plt.Axes, runs: list[dict], key: str, label: str) -> None:
     groups: dict[int, dict[float, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         groups[r[key]][r["ratio"]].append(r["success"])
-    for value in sorted(groups):
+    for k, value in enumerate(sorted(groups)):
         ratios = sorted(groups[value])
-        ax.plot(ratios, [sum(groups[value][c]) / len(groups[value][c]) for c in ratios], "o-", label=f"{label}={value}")
+        offset = 0.015 * k  # keeps overlapping curves visible
+        ax.plot(ratios, [sum(groups[value][c]) / len(groups[value][c]) + offset for c in ratios], "o-",
+                label=f"{label}={value}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("m / n")
-    ax.set_ylabel("success fraction (L_T <= 1e-8 L_0)")
-    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("success fraction (L_T <= 1e-8 L_0), offset 0.015/curve", fontsize=9)
+    ax.set_ylim(-0.05, 1.1)
     ax.legend(fontsize=8)
 
 
@@ -42,13 +60,23 @@ def main() -> None:
     parser.add_argument("--outdir", type=Path, default=Path("docs/results"))
     args = parser.parse_args()
     runs = [r for r in load(args.jsonl) if r["lr_scale"] == 1.0 and r["labels"] == "sign"]
-    steps = max(r["max_steps"] for r in runs)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    success_curves(axes[0], [r for r in runs if r["depth"] == 10], "n", "n")
-    axes[0].set_title(f"H = 10, eta = 1/lambda_max(K_0), T = {steps}")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width_runs = [r for r in runs if r["depth"] == 10 and r["n"] <= 128]
+    success_curves(axes[0], width_runs, "n", "n")
+    axes[0].set_title("H = 10, eta = 1/lambda_max(K_0)", fontsize=10)
     success_curves(axes[1], [r for r in runs if r["n"] == 32], "depth", "H")
-    axes[1].set_title(f"n = 32, eta = 1/lambda_max(K_0), T = {steps}")
+    axes[1].set_title("n = 32, eta = 1/lambda_max(K_0)", fontsize=10)
+    for n in sorted({r["n"] for r in width_runs}):
+        sel = sorted((r["ratio"], r["start"]["lambda_min"] / r["start"]["lambda_max"]) for r in width_runs if r["n"] == n)
+        axes[2].plot(*zip(*sel), "o", alpha=0.6, label=f"n={n}")
+    axes[2].set_xscale("log", base=2)
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("m / n")
+    axes[2].set_ylabel("eta lambda_min(K_0) = lambda_min / lambda_max")
+    axes[2].set_title("H = 10: what sets the rate (one dot per seed)", fontsize=10)
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"max steps {steps_label(runs)}", fontsize=8)
     fig.tight_layout()
     fig.savefig(args.outdir / "resnet_width_success.png", dpi=120)
 
@@ -84,21 +112,22 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.outdir / "resnet_width_kernel.png", dpi=120)
 
-    print("| n | m | m/n | H | seeds | success | median steps to 1e-8 | median lambda_min(K_0) | median lambda_min(K_T) "
+    print("| n | m | m/n | H | T | seeds | success | median steps to 1e-8 | max L_T/L_0 | median lambda_min(K_0) | median lambda_min(K_T) "
           "| median lambda_min(G1_0)/lambda_min(K_0) | median lambda(X) | median theta dist | median R |")
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 15)
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         cells[(r["depth"], r["n"], r["m"])].append(r)
     med = lambda xs: statistics.median(xs)  # noqa: E731
     for (depth, n, m), rs in sorted(cells.items()):
         reached = [r["steps_to_1e-8"] for r in rs if r["steps_to_1e-8"] is not None]
-        print(f"| {n} | {m} | {m / n:g} | {depth} | {len(rs)} | {sum(r['success'] for r in rs)}/{len(rs)} "
-              f"| {med(reached) if reached else '-'} | {med([r['start']['lambda_min'] for r in rs]):.3g} "
+        print(f"| {n} | {m} | {m / n:g} | {depth} | {max(r['max_steps'] for r in rs)} | {len(rs)} "
+              f"| {sum(r['success'] for r in rs)}/{len(rs)} | {med(reached) if reached else '-'} "
+              f"| {max(r['loss_end'] / r['loss_start'] for r in rs):.1e} | {med([r['start']['lambda_min'] for r in rs]):.3g} "
               f"| {med([r['end']['lambda_min'] for r in rs]):.3g} "
               f"| {med([r['start']['first_layer_lambda_min'] / r['start']['lambda_min'] for r in rs]):.3f} "
               f"| {med([r['data_kernel_lambda_min'] for r in rs]):.3g} | {med([r['theta_distance'] for r in rs]):.3g} "
-              f"| {med([r['radius_R'] for r in rs]):.3g} |")
+              f"| {med([r['radius_R'] or float('inf') for r in rs]):.3g} |")
 
 
 if __name__ == "__main__":

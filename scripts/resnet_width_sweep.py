@@ -30,6 +30,9 @@ MAX_COST = 64 * 256**2 * 10
 GRIDS = {
     "width": ([16, 32, 64, 128], [1 / 8, 1 / 4, 1 / 2, 1, 2, 4], [10], [0, 1, 2]),
     "depth": ([32], [1 / 4, 1 / 2, 1, 2], [2, 5, 20, 50], [0, 1, 2]),
+    "long": ([128], [1 / 8, 1 / 4, 1 / 2, 1], [10], [0, 1, 2]),  # rerun with --steps 8000: 2000 is too few at n = 128
+    "boundary": ([256], [m / 256 for m in (10, 12, 14, 16, 20, 24, 32)], [2, 10], [0, 1, 2]),  # p = md + (H-1)m^2 near n
+    "small": ([16, 32, 64], [1 / 2, 1, 2], [10], [0, 1, 2]),  # for --lr-scale 0.5 and --labels gaussian
     "smoke": ([16], [1 / 2, 1], [2, 10], [0]),
 }
 
@@ -88,7 +91,7 @@ def run(n: int, m: int, depth: int, seed: int, lr_scale: float, steps: int, d: i
             "loss_start": losses[0], "loss_end": losses[-1], "success": losses[-1] <= 1e-8 * losses[0],
             "steps_to_1e-8": first_below(losses, 1e-8 * losses[0]),
             "start": start, "end": end, "theta_distance": distance,
-            "radius_R": 4 * math.sqrt(2 * losses[0]) / math.sqrt(start["lambda_min"]),
+            "radius_R": 4 * math.sqrt(2 * losses[0] / start["lambda_min"]) if start["lambda_min"] > 0 else None,
             "data_kernel_lambda_min": lam_x,
             "alpha0_sq_bound": net.c_phi * float(y @ y) / n * math.exp(-4 * c_res) * lam_x,  # (3.21), delta'=0, B=1
             "rate_fit_steps": [t_a, t_b], "rate_measured": measured, "rate_predicted": (1 - eta * lam_a) ** 2,
