@@ -31,6 +31,10 @@ def run(config: str, name: str, root: Path, extra: list[str]) -> dict:
     return json.loads((latest / "results.json").read_text())
 
 
+def lr_flag(lr: float | None) -> list[str]:
+    return [] if lr is None else ["--model.lr", str(lr)]
+
+
 def plot(rows: list[dict], path: Path, task: str) -> None:
     import matplotlib
 
@@ -68,6 +72,8 @@ def main() -> None:
     parser.add_argument("--np_epochs_per_stage", type=int, default=70, help="x1000 GD steps per NP iteration")
     parser.add_argument("--max_iterations", type=int, default=31)
     parser.add_argument("--gd_epochs", type=int, default=3000, help="x1000 GD steps for the baseline")
+    parser.add_argument("--np_lr", type=float, default=None, help="override the NP config's GD step size")
+    parser.add_argument("--gd_lr", type=float, default=None, help="override the baseline's GD step size")
     parser.add_argument("--n_test", type=int, default=100_000)
     parser.add_argument("--root", default="runs/np_sweep")
     parser.add_argument("--out", default=None, help="output prefix (default docs/results/np_sweep_<task>)")
@@ -82,7 +88,7 @@ def main() -> None:
             common = ["--data.n_train", str(n), "--data.n_test", str(args.n_test), "--data.seed", str(seed),
                       "--seed", str(seed)]
             res = run(NP_CONFIGS[args.task], f"np_{args.task}_n{n}_s{seed}", root,
-                      [*common, "--trainer.callbacks.init_args.seed", str(seed),
+                      [*common, *lr_flag(args.np_lr), "--trainer.callbacks.init_args.seed", str(seed),
                        "--trainer.callbacks.init_args.epochs_per_stage", str(args.np_epochs_per_stage),
                        "--trainer.callbacks.init_args.max_iterations", str(args.max_iterations),
                        "--trainer.max_epochs", str(args.np_epochs_per_stage * args.max_iterations)])
@@ -91,7 +97,7 @@ def main() -> None:
                          "widths": res["widths"], "stop": res["np_stop_reason"]})
             if has_gd:
                 res = run(gd_config, f"gd_{args.task}_n{n}_s{seed}", root,
-                          [*common, "--trainer.max_epochs", str(args.gd_epochs)])
+                          [*common, *lr_flag(args.gd_lr), "--trainer.max_epochs", str(args.gd_epochs)])
                 rows.append({"method": "gd", "n": n, "seed": seed, "test_rel_err": res["test/rel_err"],
                              "train_rel_err": res["train/rel_err"], "gd_steps": res["global_step"]})
             print(json.dumps(rows[-2:] if has_gd else rows[-1:]), flush=True)
