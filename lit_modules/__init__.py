@@ -2,9 +2,10 @@
 from lit_modules.supervised import SupervisedModule
 from lit_modules.gda_gan import SyntheticGDAModule
 from lit_modules.gauss_newton import GaussNewtonModule
+from lit_modules.gauss_newton_minibatch import MinibatchLMModule
 from lit_modules.mapping import MappingNetModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 from lit_modules.resnet_width import FullBatchGD
 from lit_modules.wgan_gp import WGANGPModule
 
-__all__ = ["FullBatchGD", "GaussNewtonModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule"]
+__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule"]

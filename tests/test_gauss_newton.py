@@ -175,3 +175,20 @@ def test_bad_config_exits_with_one_line(tmp_path: Path, housing: Path, bad: list
                                         capsys: pytest.CaptureFixture) -> None:
     assert run_train([*SMALL, "--data.root", str(housing), *bad, "--name", "bad"], tmp_path) == 1
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_theory_constants_match_direct_computations() -> None:
+    from lit_modules.gn_theory import theory_constants
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 3, generator=gen, dtype=torch.float64), torch.randn(30, generator=gen, dtype=torch.float64)
+    J = TwoLayerTanh(3, 4).jacobian(x)
+    c = theory_constants(J, x, y, width=4)
+    lam = torch.linalg.eigvalsh(J.T @ J)
+    assert c["lambda0"] == pytest.approx(0.5 * float(lam[0]) ** 0.5)
+    fit = J @ torch.linalg.lstsq(J, y.unsqueeze(1)).solution.squeeze(1)
+    assert c["linearised_lsq_loss"] == pytest.approx(float((y - fit) @ (y - fit)))
+    assert c["delta0"] == pytest.approx(float(y @ y))
+    # Theorem 5: alpha = L mu / (r (1 - r) lambda0^2) * sqrt(Delta0) / (2 sqrt(2) nu^1.5), r = 1/2, nu = mu = 2
+    assert c["alpha_theorem5"] == pytest.approx(c["lip_jacobian"] * 2 / (0.25 * c["lambda0"] ** 2)
+                                                * float(y @ y) ** 0.5 / (2 * 2 ** 0.5 * 2 ** 1.5))

@@ -170,3 +170,25 @@ def test_marquardt_rejects_a_step_that_raises_the_loss_and_retries_with_more_dam
     r0 = residual(theta0)
     assert loss < 0.5 * float(r0 @ r0)
     assert info["tries"] >= 1
+
+
+def test_square_root_trick_gives_the_cross_entropy_ggn_step() -> None:
+    """J~ = A^T J and u with A u = dCE/dlogits reproduce (J^T H J / B + lam I)^-1 J^T (p - e_y) / B."""
+    from lit_modules.gauss_newton_minibatch import softmax_sqrt_factor
+
+    net, x, theta = mlp_fn()  # 7 samples, 2 classes
+    y = torch.tensor([0, 1, 1, 0, 1, 0, 0])
+    fn = flat_call(net, x)
+    logits = fn(theta).view(7, 2)
+    A, u = softmax_sqrt_factor(logits, y)
+    p = logits.softmax(-1)
+    hess = torch.autograd.functional.hessian(
+        lambda z: torch.nn.functional.cross_entropy(z.view(7, 2), y, reduction="sum"), logits.reshape(-1))
+    torch.testing.assert_close(torch.block_diag(*(A @ A.transpose(1, 2))), hess)
+    J = torch.func.jacrev(fn)(theta)  # (14, p)
+    lam, B = 0.3, 7
+    expected = torch.linalg.solve(J.T @ hess @ J / B + lam * torch.eye(J.shape[1], dtype=F64),
+                                  J.T @ (p - torch.nn.functional.one_hot(y, 2)).reshape(-1) / B)
+    jac = FuncJacobian(lambda t: torch.einsum("bkc,bk->bc", A, fn(t).view(7, 2)).reshape(-1), theta)
+    d, _ = gn_direction(jac, u.reshape(-1), Damping.additive(B * lam), method="cg", cg_tol=1e-13)
+    torch.testing.assert_close(d, expected, rtol=1e-7, atol=1e-9)
