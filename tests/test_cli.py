@@ -115,6 +115,9 @@ def test_wandb_offline_run_resumes_the_same_wandb_id(tmp_path: Path) -> None:
     run_id = (out / "wandb_id").read_text().strip()
     runs = sorted((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # W&B's offline log: config, hparams, metrics
+    for key in (b'batch_size":50', b"trainable_params", b"test/acc"):
+        assert key in record, key
     assert read_results(out)["global_step"] == 4
 
 
