@@ -83,7 +83,7 @@ class SyntheticGDAModule(pl.LightningModule):
         # predicted geometric rate of the residual: (25) for GDA, (38) for optimal-D GD
         shrink = self.eta * self.alpha_hat ** 2
         self.rate_predicted = 1 - shrink / 2 if solver == "gda" else 1 - shrink
-        self.monitor, self.last_ratio = None, 1.0
+        self.monitor, self.final = None, {}
 
     # ------------------------------------------------------------------ model
     def generator_mean(self) -> Tensor:
@@ -136,7 +136,7 @@ class SyntheticGDAModule(pl.LightningModule):
         if step % self.trainer.log_every_n_steps == 0:  # state logging costs more than the step itself
             self.log_state(x_bar, loss.detach())
         if step % self.hparams.diag_every == 0:
-            self.log_dict({f"train/{k}": v for k, v in self.diagnostics().items()})
+            self.log_dict({f"train/{k}": v for k, v in self.diagnostics(x_bar).items()})
 
     @torch.no_grad()
     def state(self, x_bar: Tensor) -> dict[str, Tensor]:
@@ -153,34 +153,37 @@ class SyntheticGDAModule(pl.LightningModule):
 
     def log_state(self, x_bar: Tensor, loss: Tensor) -> None:
         values = {f"train/{k}": v for k, v in self.state(x_bar).items()}
-        self.last_ratio = float(values["train/residual_ratio"])
         values["train/objective"] = loss
         self.log_dict(values)
 
     @torch.no_grad()
-    def diagnostics(self) -> dict[str, float]:
-        """Jacobian spectrum and drift via V diag(D)/n, and the parameter movement in operator norm."""
+    def diagnostics(self, x_bar: Tensor) -> dict[str, float]:
+        """Jacobian spectrum and drift via V diag(D)/n, the movement in operator norm, the mean rate so far."""
         sigma_min, sigma_max = theory.jacobian_extremes(self.W, self.V, self.Z)
         steps = max(self.global_step, 1)
+        ratio = float(self.state(x_bar)["residual_ratio"])
         return {"sigma_min_J": sigma_min, "sigma_max_J": sigma_max,
                 "jacobian_drift": theory.jacobian_drift(self.W, self.W0, self.V, self.Z),
                 "w_move_op": float(torch.linalg.matrix_norm(self.W - self.W0, ord=2)),
-                "rate_empirical": self.last_ratio ** (1 / steps)}
+                "rate_empirical": ratio ** (1 / steps)}
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         state = self.state(batch.to(torch.float64).mean(0))
         self.log_dict({"test/residual": state["residual"], "test/mse": state["mse"]})
 
     # ------------------------------------------------------------------ reporting
-    def results(self) -> dict[str, Any]:
-        """The final state (overriding the last logged train/* values), step sizes, constants, diagnostics."""
-        h = self.hparams
+    def on_train_end(self) -> None:
+        # captured here: the test stage may load an older checkpoint into the module
         x_bar = self.trainer.datamodule.data.to(self.W).mean(0)
-        final = {f"train/{k}": float(v) for k, v in self.state(x_bar).items()}
-        self.last_ratio = final["train/residual_ratio"]
-        return {**final, "k": h.k, "m": h.data_dim, "latent_dim": h.latent_dim, "n_latent": h.n_latent, "solver": h.solver,
+        self.final = {**{f"train/{k}": float(v) for k, v in self.state(x_bar).items()},
+                      "final": self.diagnostics(x_bar), "iterations": self.global_step}
+
+    def results(self) -> dict[str, Any]:
+        """The state at the end of training (overriding the last logged train/* values), step sizes, constants."""
+        h = self.hparams
+        return {**self.final, "k": h.k, "m": h.data_dim, "latent_dim": h.latent_dim, "n_latent": h.n_latent,
+                "solver": h.solver,
                 "mu": h.mu if h.solver == "gda" else None, "eta": self.eta, "beta_hat": self.beta_hat,
                 "alpha_hat": self.alpha_hat, "rate_predicted": self.rate_predicted,
                 "alpha_theory": theory.theory_alpha(h.k, h.data_dim, h.latent_dim, h.n_latent, h.sigma_v, h.sigma_z),
-                "beta_theory": theory.theory_beta(h.k, h.data_dim, h.latent_dim, h.n_latent, h.sigma_v, h.sigma_z),
-                "final": self.diagnostics()}
+                "beta_theory": theory.theory_beta(h.k, h.data_dim, h.latent_dim, h.n_latent, h.sigma_v, h.sigma_z)}

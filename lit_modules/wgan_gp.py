@@ -70,7 +70,7 @@ class WGANGPModule(pl.LightningModule):
         self.critic_iters = self.gen_iters = 0
         self.theta0: dict[str, Tensor] = {}
         self.register_buffer("fixed_noise", torch.randn(64, generator.latent_dim))
-        self.monitor, self._last_gen_time = None, None
+        self.monitor, self._last_gen_time, self.final = None, None, {}
 
     # ------------------------------------------------------------------ setup
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -176,7 +176,11 @@ class WGANGPModule(pl.LightningModule):
         state = checkpoint["wgan_gp"]
         self.critic_iters, self.gen_iters, self.theta0 = state["critic_iters"], state["gen_iters"], state["theta0"]
 
+    def on_train_end(self) -> None:
+        # captured here: the test stage may load an older checkpoint (weights and counters) into the module
+        self.final = {"critic_iters": self.critic_iters, "gen_iters": self.gen_iters,
+                      **{f"final_rel_move_{n}": self.relative_move(n) for n in ("generator", "critic")}}
+
     def results(self) -> dict[str, Any]:
-        return {"critic_iters": self.critic_iters, "gen_iters": self.gen_iters,
-                "k_generator": getattr(self.generator, "k", None), "k_critic": getattr(self.critic, "k", None),
-                **{f"final_rel_move_{n}": self.relative_move(n) for n in ("generator", "critic") if self.theta0}}
+        return {**self.final, "k_generator": getattr(self.generator, "k", None),
+                "k_critic": getattr(self.critic, "k", None)}

@@ -38,7 +38,8 @@ class DCGANGenerator32(nn.Module):
         super().__init__()
         check_width(k, latent_dim, channels)
         self.k, self.latent_dim = k, latent_dim
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 16 * 4 * k, bias=False), nn.BatchNorm1d(16 * 4 * k), nn.ReLU(True))
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 16 * 4 * k, bias=False), nn.BatchNorm1d(16 * 4 * k),
+                                nn.ReLU(True))
         self.net = nn.Sequential(*up(4 * k, 2 * k), *up(2 * k, k), nn.ConvTranspose2d(k, channels, 4, 2, 1), nn.Tanh())
         dcgan_init(self)
 

@@ -54,8 +54,8 @@ class ResNetGenerator(nn.Module):
         self.latent_dim, self.c0 = latent_dim, mults[0] * k
         self.fc = nn.Linear(latent_dim, 16 * self.c0)
         self.blocks = nn.Sequential(*(ResBlock(a * k, b * k, "up") for a, b in zip(mults[:-1], mults[1:])))
-        self.out = nn.Sequential(nn.BatchNorm2d(mults[-1] * k), nn.ReLU(True), nn.Conv2d(mults[-1] * k, channels, 3, 1, 1),
-                                 nn.Tanh())
+        self.out = nn.Sequential(nn.BatchNorm2d(mults[-1] * k), nn.ReLU(True),
+                                 nn.Conv2d(mults[-1] * k, channels, 3, 1, 1), nn.Tanh())
         xavier_init(self)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Width sweeps of the GDA theory model: Fig. 2 (Gaussian mean) and Fig. 9 (Two-Moons) of Balaji et al. 2021.
 
-    python scripts/gda_gan_sweep.py --out docs/results [--ks 1 2 4 ... 1024] [--seeds 0 1 2] [--steps 20000]
+    python scripts/gda_gan_sweep.py --out docs/results [--ks 1 2 4 ... 1024] [--seeds 0 1 2] [--steps 10000]
+    python scripts/gda_gan_sweep.py --out docs/results --plot-only
 
 Each point builds exactly the state ``train.py --config configs/gan/synthetic_gaussian_k<k>.yaml --seed S`` builds
 (SyntheticGDAModule after seeding, the datamodule's data), then iterates the closed-form updates of
@@ -81,9 +82,9 @@ def plot(points: list[dict[str, Any]], dataset: str, path: Path, title: str) -> 
             rows = sorted((k, v) for (d, s, r, k), v in stats.items() if (d, s, r) == (dataset, solver, rule))
             if not rows:
                 continue
-            ks = [k for k, _ in rows]
-            line, = ax.plot(ks, [v[0] for v in rows], style, label=f"{solver} ({rule} eta)")
-            ax.fill_between(ks, [v[1] for v in rows], [v[2] for v in rows], alpha=0.2, color=line.get_color())
+            ks, (mid, low, high) = [k for k, _ in rows], zip(*(v for _, v in rows))
+            line, = ax.plot(ks, mid, style, label=f"{solver} ({rule} eta)")
+            ax.fill_between(ks, low, high, alpha=0.2, color=line.get_color())
             if key == "rate_empirical":
                 pred = summarize(points, "rate_predicted")
                 ax.plot(ks, [pred[(dataset, solver, rule, k)][0] for k in ks], "--", color=line.get_color())
@@ -97,6 +98,11 @@ def plot(points: list[dict[str, Any]], dataset: str, path: Path, title: str) -> 
     fig.savefig(path, dpi=120)
 
 
+def plots(points: list[dict[str, Any]], out: Path) -> None:
+    plot(points, "gaussian", out / "gda_gan_fig2.png", "Fig. 2: Gaussian mean matching, m=5, d=4, n=100")
+    plot(points, "moons", out / "gda_gan_fig9.png", "Fig. 9: Two-Moons, m=2, d=4, n=100")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
@@ -105,7 +111,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--fixed-eta", type=float, default=1e-3, help="the k-independent step of the Fig. 2 confound")
     parser.add_argument("--record-every", type=int, default=100)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNGs from OUT/gda_gan_sweep.json")
     args = parser.parse_args()
+    if args.plot_only:
+        plots(json.loads((args.out / "gda_gan_sweep.json").read_text())["points"], args.out)
+        return
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     start, points = time.time(), []
@@ -119,13 +129,13 @@ def main() -> None:
                     print(f"{dataset:8s} {solver:9s} {p['eta_rule']:6s} k={k:5d} seed={seed} mse={p['mse']:.3g} "
                           f"move={p['w_move_rel']:.3f} rate={p['rate_empirical']} pred={p['rate_predicted']:.6f}",
                           flush=True)
-    meta = {"command": "python scripts/gda_gan_sweep.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in vars(args).items() if k != "plot_only")
+    meta = {"command": f"python scripts/gda_gan_sweep.py {flags}",
         "m_gaussian": 5, "m_moons": 2, "latent_dim": 4, "n": 100, "mu": 0.5, "sigmas": 1.0,
         "beta_hat": "2 |J(W_0)| measured", "seconds": round(time.time() - start, 1)}
     (args.out / "gda_gan_sweep.json").write_text(json.dumps({"meta": meta, "points": points}, indent=1) + "\n")
-    plot(points, "gaussian", args.out / "gda_gan_fig2.png", "Fig. 2: Gaussian mean matching, m=5, d=4, n=100")
-    plot(points, "moons", args.out / "gda_gan_fig9.png", "Fig. 9: Two-Moons, m=2, d=4, n=100")
+    plots(points, args.out)
     print(f"done in {meta['seconds']} s")
 
 

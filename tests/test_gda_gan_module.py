@@ -42,8 +42,8 @@ def test_lightning_steps_equal_explicit_simultaneous_gda(tmp_path: Path) -> None
 
 
 def test_results_json_and_optimal_d(tmp_path: Path) -> None:
-    assert run_train([*SMALL, "--model.solver", "optimal_d", "--model.k", "256", "--trainer.max_steps", "300", "--name", "od",
-                      "--trainer.log_every_n_steps", "20", "--model.diag_every", "100"],
+    assert run_train([*SMALL, "--model.solver", "optimal_d", "--model.k", "256", "--trainer.max_steps", "300",
+                      "--name", "od", "--trainer.log_every_n_steps", "20", "--model.diag_every", "100"],
                      tmp_path) == 0
     res = read_results(run_dir(tmp_path, "od"))
     assert res["train/residual_ratio"] < 1e-3

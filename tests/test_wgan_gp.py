@@ -29,8 +29,11 @@ def test_conv_nets_shapes_and_width_scaling(gen, crit, size: int, channels: int)
     assert d(x).shape == (2,)
     # conv weights grow ~ k^2, the latent/output layers ~ k: doubling k multiplies the count by 2..4
     make = lambda net, k: net(k=k, latent_dim=7) if "Generator" in net.__name__ else net(k=k)  # noqa: E731
-    convs = lambda m: sum(c.weight.numel() for c in m.modules() if isinstance(c, torch.nn.modules.conv._ConvNd)  # noqa: E731
-                          and c.in_channels not in (3, 7) and c.out_channels not in (1, 3))  # in/out layers: ~k
+
+    def convs(m: torch.nn.Module) -> int:  # inner conv weights; the latent / image / score layers grow ~k
+        return sum(c.weight.numel() for c in m.modules() if isinstance(c, torch.nn.modules.conv._ConvNd)
+                   and c.in_channels not in (3, 7) and c.out_channels not in (1, 3))
+
     for net in (gen, crit):
         assert 2.0 < count(make(net, 32)) / count(make(net, 16)) <= 4.0
         assert convs(make(net, 32)) == 4 * convs(make(net, 16))
@@ -90,6 +93,7 @@ def test_counters_and_results(cifar_root: Path, tmp_path: Path) -> None:
     for key in ("generator_params", "critic_params", "test/fid_train", "test/fid_test", "k_generator"):
         assert key in res
     assert res["generator_params"] == count(DCGANGenerator32(k=4))
+    assert (res["gen_iters"], res["critic_iters"]) == (3, 15)
     rows = read_metrics(path)
     assert any(r.get("train/rel_move_generator") for r in rows) and any(r.get("train/grad_norm_critic") for r in rows)
 
