@@ -8,6 +8,7 @@ so evaluating never changes the training trajectory.
 """
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -117,7 +118,9 @@ class FID(Callback):
             for name in FAKE_STATES:
                 setattr(metric, name, getattr(fake, name).clone())
             metric.orig_dtype = torch.float64  # compute() casts its float64 result to this (set by update())
-            scores[f"fid_{split}"] = float(metric.compute())
+            with warnings.catch_warnings():  # the states were filled by hand, not by update()
+                warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+                scores[f"fid_{split}"] = float(metric.compute())
         return scores
 
     # ------------------------------------------------------------------ hooks

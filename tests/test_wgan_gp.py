@@ -149,3 +149,27 @@ def test_nearest_neighbour_grid_and_nnd_scripts(cifar_root: Path, tmp_path: Path
     assert abs(value) < 1e-6  # the same images on both sides: a trained critic still scores them equally
     fake = gan_nnd.nnd(lambda: DCGANCritic32(k=4), lambda n: -train[:n], train, train[:250], steps=20, seed=0)
     assert fake > 0  # inverted images score lower once the critic has trained a little
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs" / "gan").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_gan_configs_name_real_classes(path: Path) -> None:
+    """Every class_path imports, the nets build, and the k in the file name is the width in the file."""
+    import importlib
+    import re
+
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    model = config["model"]["init_args"]
+    for spec in [config["model"], config["data"], *config["trainer"].get("callbacks", [])]:
+        module, _, name = spec["class_path"].rpartition(".")
+        assert hasattr(importlib.import_module(module), name), spec["class_path"]
+    k = int(re.search(r"_k(\d+)$", path.stem).group(1))
+    if "generator" in model:
+        widths = {model["generator"]["init_args"]["k"], model["critic"]["init_args"]["k"]}
+        assert k in widths and (len(widths) == 1 or "single" in path.stem)
+        assert model["n_critic"] == 5 and model["gp_weight"] == 10.0 and model["lr"] == 1e-4
+        assert config["data"]["init_args"]["batch_size"] == 64
+    else:
+        assert model["k"] == k and config["trainer"]["precision"] == "64-true"
