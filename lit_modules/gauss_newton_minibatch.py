@@ -77,7 +77,7 @@ class MinibatchLMModule(pl.LightningModule):
         jac = FuncJacobian(lambda t: torch.einsum("bkc,bk->bc", A, logits_fn(t)).reshape(-1), theta)
         loss_sum = self.all_reduce(F.cross_entropy(logits, y, reduction="sum").detach())
         reduce = self.all_reduce if self.trainer.world_size > 1 else None
-        tries, new_loss = 0, loss_sum
+        tries, accepted = 0, False
         for tries in range(1, self.schedule.max_tries + 1):
             # (J~^T J~ / B + lam I) d = J~^T u / B  <=>  (J~^T J~ + B lam I) d = J~^T u
             d, info = gn_direction(jac, u.reshape(-1), Damping.additive(global_batch * self.schedule.lam),
@@ -86,13 +86,15 @@ class MinibatchLMModule(pl.LightningModule):
             with torch.no_grad():
                 new_loss = self.all_reduce(F.cross_entropy(logits_fn(theta - d), y, reduction="sum"))
             if new_loss < loss_sum:
+                accepted = True
                 self.schedule.accepted()
                 torch.nn.utils.vector_to_parameters(theta - d, self.net.parameters())
                 break
             self.schedule.rejected()
         self.optimizers().step()
         self.log_dict({"train/loss": loss_sum / global_batch, "train/lam": self.schedule.lam,
-                       "train/tries": float(tries), "train/cg_iters": float(info.cg_iters)}, prog_bar=True)
+                       "train/tries": float(tries), "train/accepted": float(accepted),
+                       "train/cg_iters": float(info.cg_iters)}, prog_bar=True)
         return loss_sum / global_batch
 
     def _eval(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
