@@ -6,8 +6,9 @@ from datamodules.tabular import CaliforniaHousingDataModule, SyntheticRegression
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 from datamodules.sphere import SphereDataModule
 from datamodules.celeba import CelebA64DataModule
+from datamodules.deepfake import DeepfakeFeaturesDataModule
 
 __all__ = ["SphereDataModule", "CaliforniaHousingDataModule", "CIFAR100DataModule", "CIFAR10DataModule", "DataError",
            "FashionMNISTDataModule", "GaussianMeanDataModule", "MNISTDataModule", "ModularAdditionDataModule",
            "SparseFunctionDataModule", "SyntheticRegressionDataModule", "TwoMoonsDataModule", "VisionDataModule",
-           "CelebA64DataModule"]
+           "CelebA64DataModule", "DeepfakeFeaturesDataModule"]
