@@ -31,7 +31,7 @@ class MappingNetModule(SupervisedModule):
 
     def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
                  latent_dims: Optional[list[int]] = None, allocation: Allocation = "sqrt",
-                 projector: ProjectorKind = "auto", dense_limit_mb: float = 64.0,
+                 projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0,
                  alpha: Union[float, list[float]] = 1e-4, activation: Activation = "identity",
                  bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
                  latent_init_std: float = 0.0, mapping_seed: int = 0,
@@ -126,16 +126,21 @@ class MappingNetModule(SupervisedModule):
         checkpoint["mapping"] = {"target": type(self.net).__qualname__, **self.mapping.describe()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The projections are rebuilt from the config's seed; refuse a checkpoint made with another mapping."""
+        self.prepare_for_checkpoint(checkpoint)
+
+    def prepare_for_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint made with another target net, latent split, projector or mapping seed: the
+        projections are regenerated from this run's seed, so they must be the ones the latents were trained in."""
         saved = checkpoint.get("mapping")
         if saved is None:
             raise ValueError("checkpoint has no mapping metadata: it was not written by MappingNetModule")
         ours = {"target": type(self.net).__qualname__, **self.mapping.describe()}
-        for key, what in (("target", "target net"), ("seed", "mapping_seed")):
-            if saved[key] != ours[key]:
-                raise ValueError(f"checkpoint was trained with {what} {saved[key]!r}, this run has {ours[key]!r}")
+        if saved["target"] != ours["target"]:
+            raise ValueError(f"checkpoint generates a {saved['target']}, this run's target net is {ours['target']}")
         mine = [(g["size"], g["latent_dim"], g["projector"]) for g in ours["groups"]]
         theirs = [(g["size"], g["latent_dim"], g["projector"]) for g in saved["groups"]]
         if mine != theirs:
-            raise ValueError(f"checkpoint's mapping groups (size, latent, projector) {theirs} differ from this "
-                             f"run's {mine}")
+            raise ValueError(f"checkpoint's mapping groups (params, latent length, projector) {theirs} differ from "
+                             f"this run's {mine}")
+        if saved["seed"] != ours["seed"]:
+            raise ValueError(f"checkpoint was trained with mapping_seed {saved['seed']}, this run has {ours['seed']}")

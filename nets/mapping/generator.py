@@ -41,7 +41,7 @@ class LatentMapping(nn.Module):
 
     def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
                  latent_dims: Optional[list[int]] = None, allocation: Allocation = "sqrt",
-                 projector: ProjectorKind = "auto", dense_limit_mb: float = 64.0,
+                 projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0,
                  alpha: Union[float, list[float]] = 1e-4, activation: Activation = "identity",
                  bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
                  latent_init_std: float = 0.0, seed: int = 0) -> None:
@@ -124,15 +124,15 @@ class LatentMapping(nn.Module):
         for g, (names, proj, z) in enumerate(zip(self.groups, self.projectors, latents)):
             u = proj(z)
             pre = u + self.alphas[g] * z.square().sum()
-            pieces, offset = [], 0
-            for name in names:
-                n = math.prod(self.shapes[name])
-                a = self.gains[k] * pre[offset:offset + n]
+            pieces = []
+            # split, not slicing: each slice's backward would write a full-size zero tensor (O(P) per tensor)
+            for name, piece in zip(names, pre.split([math.prod(self.shapes[n]) for n in names])):
+                a = self.gains[k] * piece
                 if self.use_bias:
                     a = a + base[name].reshape(-1)
                 pieces.append(a)
                 out[name] = self.act(a).view(self.shapes[name])
-                offset, k = offset + n, k + 1
+                k += 1
             aux.append((z, u, pieces))
         return out, aux
 

@@ -3,9 +3,10 @@
 ``DenseProjector`` holds the exact P x d matrix (small targets only). ``HadamardProjector`` stacks
 m = ceil(P / n) randomized Hadamard blocks Q_b = (1/n) H D2_b Pi_b H D1 (n = 2^ceil(log2 d), z zero-padded
 to n), each exactly orthogonal, scaled by 1/sqrt(m): O(P) memory, O(P log n) time per product. When P is
-not a multiple of n the rows past P are dropped and a d x d correction restores exact column-orthonormality
-(W R^-1 with R the Cholesky factor of W^T W).
+not a multiple of n the rows past P are dropped and a low-rank correction W (W^T W)^(-1/2) restores exact
+column-orthonormality.
 """
+import functools
 import math
 from typing import Literal
 
@@ -57,7 +58,12 @@ def hadamard_transform(x: Tensor) -> Tensor:
 
 
 def _hadamard_matrix(n: int, like: Tensor) -> Tensor:
-    h = torch.ones(1, 1, dtype=like.dtype, device=like.device)
+    return _sylvester(n, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _sylvester(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    h = torch.ones(1, 1, dtype=dtype, device=device)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return h
@@ -99,7 +105,9 @@ class HadamardProjector(nn.Module):
         perm = torch.argsort(torch.rand(m, n, generator=gen), dim=1)
         self.register_buffer("perm", perm, persistent=False)
         self.scale = 1.0 / (n * math.sqrt(m))
-        self.register_buffer("correction", self._correction(), persistent=False)
+        self.corr_scale, u, coef = self._correction()
+        self.register_buffer("corr_u", u, persistent=False)
+        self.register_buffer("corr_coef", coef, persistent=False)
 
     def _raw(self, z: Tensor, blocks: slice = slice(None)) -> Tensor:
         """The stacked blocks (or a range of them) applied to z (..., d) -> (..., m * n), before the row cut."""
@@ -116,26 +124,38 @@ class HadamardProjector(nn.Module):
         x = hadamard_transform(x.sum(-2)) * self.d1
         return x[..., : self.in_features]
 
-    def _correction(self) -> Tensor:
-        """R^-1 with R^T R = W^T W over the kept rows (so W R^-1 is exactly column-orthonormal), or an empty
-        tensor when no row is dropped. Only the last block's dropped rows are needed: W^T W = I - C C^T."""
-        dropped = self.blocks * self.block - self.out_features
-        if dropped == 0:
-            return torch.empty(0)
-        last = self._raw(torch.eye(self.in_features), slice(self.blocks - 1, None))  # (d, n): the last block
-        columns = last[:, self.block - dropped:]
-        gram = torch.eye(self.in_features, dtype=torch.float64) - (columns @ columns.T).double()
-        r = torch.linalg.cholesky(gram, upper=True)
-        return torch.linalg.solve_triangular(r, torch.eye(self.in_features, dtype=torch.float64), upper=True).float()
+    def _correction(self) -> tuple[float, Tensor, Tensor]:
+        """(W^T W)^(-1/2) as c^(-1/2) I + U diag(coef) U^T (U: d x q), or (1, empty, empty) if no row is dropped.
+
+        Only the last block is cut, so W^T W = I - B^T B / m (B: its q dropped rows) or, when fewer rows are
+        kept than dropped, ((m - 1) I + B^T B) / m (B: its kept rows): a rank-q update of a scaled identity,
+        inverted through the q x q matrix B B^T."""
+        n, m = self.block, self.blocks
+        kept = self.out_features - (m - 1) * n
+        if kept == n:
+            return 1.0, torch.empty(0), torch.empty(0)
+        last = self._raw(torch.eye(self.in_features), slice(m - 1, None)).double().T * math.sqrt(m)  # (n, d)
+        if kept < n - kept and m > 1:
+            rows, c, sign = last[:kept], (m - 1) / m, 1.0
+        else:
+            rows, c, sign = last[kept:], 1.0, -1.0
+        lam, vecs = torch.linalg.eigh(rows @ rows.T)
+        keep = lam > 1e-9 * max(float(lam.max()), 1.0)
+        lam, vecs = lam[keep], vecs[:, keep]
+        u = rows.T @ vecs / lam.sqrt()  # orthonormal eigenvectors of B^T B
+        coef = (c + sign * lam / m).rsqrt() - c ** -0.5
+        return c ** -0.5, u.float(), coef.float()
+
+    def _correct(self, z: Tensor) -> Tensor:
+        if not self.corr_u.numel():
+            return z
+        return self.corr_scale * z + ((z @ self.corr_u) * self.corr_coef) @ self.corr_u.T
 
     def apply_forward(self, z: Tensor) -> Tensor:
-        if self.correction.numel():
-            z = z @ self.correction.T
-        return self._raw(z)[..., : self.out_features]
+        return self._raw(self._correct(z))[..., : self.out_features]
 
     def transpose(self, g: Tensor) -> Tensor:
-        x = self._raw_transpose(g)
-        return x @ self.correction if self.correction.numel() else x
+        return self._correct(self._raw_transpose(g))
 
     def forward(self, z: Tensor) -> Tensor:
         return _Project.apply(z, self)
@@ -165,7 +185,7 @@ ProjectorKind = Literal["auto", "dense", "hadamard"]
 
 
 def make_projector(kind: ProjectorKind, out_features: int, in_features: int, seed: int,
-                   dense_limit_mb: float = 64.0) -> Projector:
+                   dense_limit_mb: float = 8.0) -> Projector:
     """``auto`` picks the exact dense matrix when it fits in ``dense_limit_mb`` (fp32), else Hadamard blocks."""
     if kind == "auto":
         kind = "dense" if 4 * out_features * in_features <= dense_limit_mb * 2**20 else "hadamard"

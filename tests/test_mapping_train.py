@@ -1,0 +1,39 @@
+"""Mapping Networks end to end through train.py: counts in results.json, resume parity, mismatched checkpoints."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import FMNIST_SLICE, read_metrics, read_results, run_dir, run_train
+
+BASE = ["--config", "configs/mapping/cnn2_slvt_fmnist_2048.yaml", "--data.root", str(FMNIST_SLICE),
+        "--model.latent_dim", "256", "--data.max_train_samples", "400", "--data.batch_size", "40",
+        "--data.val_fraction", "0.05", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
+        "--trainer.limit_test_batches", "5"]
+
+
+def test_resume_reproduces_the_uninterrupted_run_and_counts_latents(tmp_path: Path) -> None:
+    assert run_train([*BASE, "--name", "full"], tmp_path) == 0
+    assert run_train([*BASE, "--name", "cut", "--trainer.max_steps", "13"], tmp_path) == 0  # mid epoch 2
+    ckpt = torch.load(run_dir(tmp_path, "cut") / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 13
+    assert all(v.numel() < 108_618 * 2 for v in ckpt["state_dict"].values())  # latents and theta_0, no P x d matrix
+    assert run_train([*BASE, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
+    assert read_metrics(run_dir(tmp_path, "cut")) == read_metrics(run_dir(tmp_path, "full"))
+    full = read_results(run_dir(tmp_path, "full"))
+    assert full["test/acc"] == read_results(run_dir(tmp_path, "cut"))["test/acc"]
+    assert full["trainable_params"] == 256 and full["total_params"] == 108_618 and full["latent_dims"] == [256]
+    assert {"train/stab", "train/smooth", "train/align", "train/lambda_stab", "train/z_norm"} <= set(
+        read_metrics(run_dir(tmp_path, "full"))[0])
+
+
+@pytest.mark.parametrize("change,message", [(["--model.latent_dim", "128"], "latent length"),
+                                            (["--model.net", "nets.CNN1"], "target net is CNN1"),
+                                            (["--model.mapping_seed", "7"], "mapping_seed 0")])
+def test_mismatched_checkpoint_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture, change: list[str],
+                                             message: str) -> None:
+    assert run_train([*BASE, "--name", "m", "--trainer.max_steps", "2"], tmp_path) == 0
+    capsys.readouterr()
+    assert run_train([*BASE, "--name", "m", "--ckpt_path", "last", *change], tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
