@@ -200,13 +200,13 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
         H = a * reduce(J.T @ J)
         H.diagonal().add_(c)
         L, bad = torch.linalg.cholesky_ex(H)
-        if not (int(bad) or _is_singular(L.diagonal(), rcond_normal)):
+        if not (int(bad) or (c == 0 and _is_singular(L.diagonal(), rcond_normal))):
             return torch.cholesky_solve(b.unsqueeze(1), L).squeeze(1), info
     elif method == "dual":
         K = a * (J @ J.T)
         K.diagonal().add_(c)
         L, bad = torch.linalg.cholesky_ex(K)
-        if not (int(bad) or _is_singular(L.diagonal(), rcond_normal)):
+        if not (int(bad) or (c == 0 and _is_singular(L.diagonal(), rcond_normal))):
             return J.T @ torch.cholesky_solve(u.unsqueeze(1), L).squeeze(1), info
     else:  # lstsq: min || [sqrt(a) J; sqrt(c) I] v - [u / sqrt(a); 0] ||
         A, rhs = math.sqrt(a) * J, u / math.sqrt(a)
@@ -215,7 +215,7 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
             rhs = torch.cat([rhs, rhs.new_zeros(jac.p)])
         if A.shape[0] >= A.shape[1]:
             Q, R = torch.linalg.qr(A)
-            if not _is_singular(R.diagonal(), rcond):
+            if c > 0 or not _is_singular(R.diagonal(), rcond):
                 return torch.linalg.solve_triangular(R, (Q.T @ rhs).unsqueeze(1), upper=True).squeeze(1), info
     return _fallback(J, u, a, c, on_singular, fallback_rho, rcond, rcond_normal, method, reduce, info)
 

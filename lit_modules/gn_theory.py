@@ -15,6 +15,7 @@ def theory_constants(J0: Tensor, x: Tensor, y: Tensor, width: int, r: float = 0.
 
     Conventions (spec P7): Gram >= 4 lambda_0^2 I, so lambda_0 = sqrt(lambda_min)/2 and lambda_n = sqrt(||K0||)/2.
     """
+    J0, x, y = J0.detach(), x.detach(), y.detach()
     U, s, _ = torch.linalg.svd(J0, full_matrices=False)
     rank = int((s > s[0] * max(J0.shape) * torch.finfo(J0.dtype).eps).sum())
     # the lazy (alpha -> infinity) limit of GN: least squares on Im(Df(w_init)), ||(I - P_0) y||^2

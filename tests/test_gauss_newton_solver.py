@@ -192,3 +192,13 @@ def test_square_root_trick_gives_the_cross_entropy_ggn_step() -> None:
     jac = FuncJacobian(lambda t: torch.einsum("bkc,bk->bc", A, fn(t).view(7, 2)).reshape(-1), theta)
     d, _ = gn_direction(jac, u.reshape(-1), Damping.additive(B * lam), method="cg", cg_tol=1e-13)
     torch.testing.assert_close(d, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["primal", "dual", "lstsq"])
+def test_damped_float32_system_is_never_called_singular(method: str) -> None:
+    """With damping c > 0 the system is regular however ill-conditioned J is (float32: rcond is large)."""
+    J, u = problem(200, 30)
+    J[:, 1] = J[:, 0] * 30  # wide spread of column scales
+    v, info = gn_direction(DenseJacobian(J.float()), u.float(), Damping.additive(1.0), method=method)
+    assert info.fallback is None
+    torch.testing.assert_close(v.double(), reference(J, u, 1.0, 1.0), rtol=2e-2, atol=2e-3)
