@@ -6,9 +6,10 @@ from datamodules.tabular import CaliforniaHousingDataModule, SyntheticRegression
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 from datamodules.sphere import SphereDataModule
 from datamodules.celeba import CelebA64DataModule
+from datamodules.cityscapes import CityscapesDataModule
 from datamodules.deepfake import DeepfakeFeaturesDataModule
 
 __all__ = ["SphereDataModule", "CaliforniaHousingDataModule", "CIFAR100DataModule", "CIFAR10DataModule", "DataError",
            "FashionMNISTDataModule", "GaussianMeanDataModule", "MNISTDataModule", "ModularAdditionDataModule",
            "SparseFunctionDataModule", "SyntheticRegressionDataModule", "TwoMoonsDataModule", "VisionDataModule",
-           "CelebA64DataModule", "DeepfakeFeaturesDataModule"]
+           "CelebA64DataModule", "CityscapesDataModule", "DeepfakeFeaturesDataModule"]

@@ -7,6 +7,7 @@ from lit_modules.mapping import MappingNetModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 from lit_modules.resnet_width import FullBatchGD
 from lit_modules.wgan_gp import WGANGPModule
+from lit_modules.segmentation import MappingSegmentationModule, SegmentationModule
 from lit_modules.deepfake import DeepfakeMappingNetModule, DeepfakeSupervisedModule
 
-__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule", "DeepfakeMappingNetModule", "DeepfakeSupervisedModule"]
+__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule", "MappingSegmentationModule", "SegmentationModule", "DeepfakeMappingNetModule", "DeepfakeSupervisedModule"]

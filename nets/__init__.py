@@ -9,6 +9,7 @@ from nets.gan_dcgan import DCGANCritic32, DCGANCritic64, DCGANGenerator32, DCGAN
 from nets.gan_resnet import ResNetCritic32, ResNetCritic64, ResNetGenerator32, ResNetGenerator64
 from nets.gan_mlp import MLPCritic, MLPGenerator
 from nets.fid_features import InceptionFeatures, TinyFeatures
+from nets.unet import CNN3
 from nets.video_features import VideoFeatures
 
-__all__ = ["GulcuResNet", "CifarResNet18", "CNN1", "CNN2", "GrowableNet", "LSTMRegressor", "ResNet50", "resnet50", "TwoLayerTanh", "DCGANCritic32", "DCGANCritic64", "DCGANGenerator32", "DCGANGenerator64", "ResNetCritic32", "ResNetCritic64", "ResNetGenerator32", "ResNetGenerator64", "MLPCritic", "MLPGenerator", "InceptionFeatures", "TinyFeatures", "VideoFeatures"]
+__all__ = ["GulcuResNet", "CifarResNet18", "CNN1", "CNN2", "GrowableNet", "LSTMRegressor", "ResNet50", "resnet50", "TwoLayerTanh", "DCGANCritic32", "DCGANCritic64", "DCGANGenerator32", "DCGANGenerator64", "ResNetCritic32", "ResNetCritic64", "ResNetGenerator32", "ResNetGenerator64", "MLPCritic", "MLPGenerator", "InceptionFeatures", "TinyFeatures", "CNN3", "VideoFeatures"]
