@@ -277,3 +277,11 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(data: dict[str, Path]
     full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
     for key in ("test/acc", "test/auroc", "test/f1", "global_step"):
         assert cut[key] == full[key], key
+
+
+def test_detection_modules_need_two_classes(data: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    args = ["--config", "configs/baseline/cnn2_ffpp.yaml", "--data.root", str(data["features"]),
+            "--model.init_args.num_classes", "10", "--trainer.max_steps", "1"]
+    assert run_train(args, tmp_path) == 1
+    assert "num_classes: 2" in capsys.readouterr().err
