@@ -42,7 +42,7 @@ class LatentMapping(nn.Module):
     def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
                  latent_dims: Optional[list[int]] = None, allocation: Allocation = "sqrt",
                  projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0,
-                 alpha: Union[float, list[float]] = 1e-4, activation: Activation = "identity",
+                 alpha: Union[float, list[float]] = 1e-5, activation: Activation = "identity",
                  bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
                  latent_init_std: float = 0.0, seed: int = 0) -> None:
         super().__init__()
