@@ -9,9 +9,9 @@ classic LM step (J^T J + lam I) d = J^T r with lam = N * 1e-3 reset at every ste
 updates, up to 10 attempts, so they follow the same trajectory; prints time per step, the ratio, and the loss
 after K steps.
 
-``memory``: one damped GN direction for an MLP 784-W-1 on n = 256 samples at growing p, dense (materialised
-n x p J, n x n dual solve) against matrix-free CG (JVP/VJP); each case runs in its own process and reports
-the peak RSS above the process's baseline.
+``memory``: one damped GN direction for an MLP 784-W-1 on n = 256 samples at growing p, dense (per-sample
+n x p J, n x n dual solve) against matrix-free CG (JVP/VJP, at most 100 iterations); each case runs in its own
+process and reports the peak resident memory above the level before the solve (sampled every ms).
 """
 import argparse
 import copy
@@ -19,6 +19,7 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,18 +27,25 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lit_modules.gn_solver import Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step  # noqa: E402
+from lit_modules.gn_solver import (Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step,  # noqa: E402
+                                   per_sample_jacobian)
 
 
 def flat_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """theta -> residuals model(x; theta) - y, with theta the flat parameter vector."""
+    """theta -> residuals model(x; theta) - y (theta the flat parameter vector), its per-sample version
+    (theta, (x_i, y_i)) -> residual_i, and theta."""
     names = [(n, p.shape, p.numel()) for n, p in model.named_parameters()]
 
+    def call(theta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        chunks = theta.split([k for _, _, k in names])
+        return torch.func.functional_call(model, {n: c.view(s) for (n, s, _), c in zip(names, chunks)}, (inputs,))
+
     def fn(theta: torch.Tensor) -> torch.Tensor:
-        params = dict(zip([n for n, _, _ in names],
-                          (t.view(s) for t, (_, s, _) in zip(theta.split([k for _, _, k in names]), names))))
-        return (torch.func.functional_call(model, params, (x,)) - y).reshape(-1)
-    return fn, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        return (call(theta, x) - y).reshape(-1)
+
+    def single(theta: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        return (call(theta, xy[None, :-1]) - xy[-1]).reshape(-1)
+    return fn, single, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def sinc_problem(n: int = 1000, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -68,12 +76,15 @@ def bench_lm(steps: int) -> dict:
         return (time.perf_counter() - start) / (steps - 1), float(loss)
 
     def run_ours(method: str) -> tuple[float, float]:
-        fn, theta = flat_fn(copy.deepcopy(model), x, y)
-        theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), method=method)
+        fn, single, theta = flat_fn(copy.deepcopy(model), x, y)
+        xy = torch.cat([x, y], 1)
+        dense = None if method.startswith("cg") else (lambda t: per_sample_jacobian(single, t, xy))
+        kwargs = dict(method=method, jacobian=dense, cg_tol=1e-6, cg_maxiter=200)  # float32: tol 1e-6
+        theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), **kwargs)
         start = time.perf_counter()
         for _ in range(steps - 1):
             # a fresh schedule each step: torch-levenberg-marquardt resets its damping after every accepted step
-            theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), method=method)
+            theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), **kwargs)
         return (time.perf_counter() - start) / (steps - 1), 2 * loss / n  # their loss: mean squared residual
 
     for name, fn in (("theirs_cholesky", lambda: run_theirs("cholesky")), ("theirs_qr", lambda: run_theirs("qr")),
@@ -87,23 +98,48 @@ def bench_lm(steps: int) -> dict:
     return out
 
 
+class PeakRSS:
+    """Samples this process's resident set size every millisecond in a thread; ``peak_mb`` above the start."""
+
+    def __init__(self) -> None:
+        self.page = resource.getpagesize()
+        self.base = self.peak = self.rss()
+        self.running = True
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as file:
+            return int(file.read().split()[1]) * self.page
+
+    def poll(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.001)
+
+    def stop(self) -> float:
+        self.running = False
+        self.thread.join()
+        return (max(self.peak, self.rss()) - self.base) / 2**20
+
+
 def memory_case(mode: str, width: int, n: int = 256) -> dict:
-    """One GN direction; runs inside a child process so ru_maxrss is this case's peak."""
+    """One damped GN direction (dense: per-sample Jacobian + n x n dual solve; matrix-free: CG on JVP/VJP)."""
     torch.manual_seed(0)
     x, y = torch.randn(n, 784), torch.randn(n, 1)
     model = nn.Sequential(nn.Linear(784, width), nn.Tanh(), nn.Linear(width, 1))
-    fn, theta = flat_fn(model, x, y)
-    jac = FuncJacobian(fn, theta)
-    r = jac.output.detach()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    method = "dual" if mode == "dense" else "cg"
-    v, info = gn_direction(jac, r, Damping.additive(1e-3 * n), method=method, cg_maxiter=100, cg_tol=1e-8)
-    sec = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn, single, theta = flat_fn(model, x, y)
+    with torch.no_grad():
+        r = fn(theta)
+    meter, start = PeakRSS(), time.perf_counter()
+    if mode == "dense":
+        jac, method = per_sample_jacobian(single, theta, torch.cat([x, y], 1)), "dual"
+    else:
+        jac, method = FuncJacobian(fn, theta), "cg"
+    v, info = gn_direction(jac, r, Damping.additive(1e-3 * n), method=method, cg_maxiter=100, cg_tol=1e-6)
+    sec, extra = time.perf_counter() - start, meter.stop()
     return {"mode": mode, "width": width, "p": theta.numel(), "n": n, "sec": round(sec, 3),
-            "peak_extra_mb": round((peak - base) / 1024, 1), "cg_iters": info.cg_iters,
-            "v_norm": float(v.norm())}
+            "peak_extra_mb": round(extra, 1), "cg_iters": info.cg_iters, "v_norm": round(float(v.norm()), 5)}
 
 
 def bench_memory(widths: list[int], dense_max_p: int) -> list[dict]:

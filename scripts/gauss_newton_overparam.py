@@ -27,7 +27,7 @@ N, WIDTH, ALPHA, STEPS = 64, 40, 8.0, 400
 def spectrum(eps: float) -> tuple[float, float]:
     dm = SyntheticRegressionDataModule(n_train=N, n_test=0, near_duplicates=eps)
     dm.setup()
-    J = TwoLayerTanh(8, WIDTH).jacobian(dm.train_xy[0])
+    J = TwoLayerTanh(8, WIDTH).jacobian(dm.train_xy[0]).detach()
     eig = np.linalg.eigvalsh((J @ J.T).numpy())
     return float(eig[0]), float(eig[-1])
 

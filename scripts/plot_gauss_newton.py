@@ -43,7 +43,7 @@ def panel(ax: plt.Axes, runs: dict[str, dict], key: str, ylabel: str, log: bool)
     for alpha, series in runs.items():
         if key in series:
             values = [max(v, FLOOR) for v in series[key]] if log else series[key]
-            ax.plot(series["train/t"], values, label=f"α = {ALPHA_LABEL.get(alpha, alpha)}", lw=1.4)
+            ax.plot(series["train/t"], values, label=f"α = {ALPHA_LABEL[alpha]}" if alpha in ALPHA_LABEL else alpha, lw=1.4)
     ax.set_xlabel("t"), ax.set_ylabel(ylabel), ax.grid(alpha=0.3), ax.legend()
     if log:
         ax.set_yscale("log")
@@ -103,9 +103,9 @@ def main() -> None:
     stable = {a: read_series(r) for a in ALPHAS if (r := newest_run(args.runs, f"gf_alpha{a}_dt{args.gf_dt}"))}
     if stable:  # GF at a step below 1 / lambda_max(K0) against GN at the same alpha, same t range
         t_end = max(s["train/t"][-1] for s in stable.values())
-        both = {**{f"GN {ALPHA_LABEL[a]}": {k: [v for t, v in zip(s["train/t"], vals) if t <= t_end]
+        both = {**{f"GN α={ALPHA_LABEL[a]}, Δt=0.01": {k: [v for t, v in zip(s["train/t"], vals) if t <= t_end]
                                             for k, vals in s.items()} for a, s in runs["gn"].items() if a in stable},
-                **{f"GF {ALPHA_LABEL[a]}, Δt={args.gf_dt}": s for a, s in stable.items()}}
+                **{f"GF α={ALPHA_LABEL[a]}, Δt={args.gf_dt}": s for a, s in stable.items()}}
         figure(both, [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
                f"Fig. 3 with a stable gradient-flow step{suffix}", args.out / "fig3_gf_stable_dt_vs_gn.png")
     lines = header + [summary_row(kind.upper(), a, s, newest_run(args.runs, f"{kind}_alpha{a}"))

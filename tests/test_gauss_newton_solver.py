@@ -202,3 +202,17 @@ def test_damped_float32_system_is_never_called_singular(method: str) -> None:
     v, info = gn_direction(DenseJacobian(J.float()), u.float(), Damping.additive(1.0), method=method)
     assert info.fallback is None
     torch.testing.assert_close(v.double(), reference(J, u, 1.0, 1.0), rtol=2e-2, atol=2e-3)
+
+
+def test_per_sample_jacobian_matches_jacrev_and_drives_lm_step() -> None:
+    from lit_modules.gn_solver import per_sample_jacobian
+
+    net, x, theta = mlp_fn()
+    fn = flat_call(net, x)
+    single = lambda t, xi: flat_call(net, xi.unsqueeze(0))(t)  # noqa: E731
+    torch.testing.assert_close(per_sample_jacobian(single, theta, x).dense(), torch.func.jacrev(fn)(theta))
+    target = torch.randn(14, dtype=F64)
+    a, loss_a, _ = lm_step(lambda t: fn(t) - target, theta, MarquardtSchedule(lam=0.1), method="primal",
+                           jacobian=lambda t: per_sample_jacobian(single, t, x))
+    b, loss_b, _ = lm_step(lambda t: fn(t) - target, theta, MarquardtSchedule(lam=0.1), method="cg", cg_tol=1e-13)
+    torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
