@@ -47,15 +47,19 @@ class WGANGPModule(pl.LightningModule):
         count: ``generator`` or ``critic`` iterations.
         diag_every: every this many generator iterations log gradient norms and |theta - theta_0| / |theta_0|.
         sample_every: every this many generator iterations log a sample grid (fixed noise) to W&B.
+        lr_decay: decay both learning rates linearly to 0 over ``iterations`` (WGAN-GP's ResNet recipe; the
+            paper mentions none, so off by default).
+        gen_batch_multiplier: generator batch = this times the real batch (WGAN-GP's ResNet recipe uses 2).
     """
 
     def __init__(self, generator: nn.Module, critic: nn.Module, n_critic: int = 5, gp_weight: float = 10.0,
                  lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), iterations: int = 300_000,
                  count: Literal["generator", "critic"] = "generator", diag_every: int = 100,
-                 sample_every: int = 1000) -> None:
+                 sample_every: int = 1000, lr_decay: bool = False, gen_batch_multiplier: int = 1) -> None:
         super().__init__()
-        if n_critic < 1 or iterations < 1 or diag_every < 1 or sample_every < 1:
-            raise ValueError("model.n_critic, iterations, diag_every and sample_every must be >= 1")
+        if min(n_critic, iterations, diag_every, sample_every, gen_batch_multiplier) < 1:
+            raise ValueError("model.n_critic, iterations, diag_every, sample_every and gen_batch_multiplier "
+                             "must be >= 1")
         if gp_weight < 0 or lr <= 0:
             raise ValueError(f"model.gp_weight must be >= 0 and lr > 0, got {gp_weight}, {lr}")
         if count not in ("generator", "critic"):
@@ -94,9 +98,13 @@ class WGANGPModule(pl.LightningModule):
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.latent_dim, device=self.device)
 
-    def done(self) -> bool:
+    def progress(self) -> float:
+        """Fraction of the training length done, in the counted unit."""
         done_iters = self.gen_iters if self.hparams.count == "generator" else self.critic_iters
-        return done_iters >= self.hparams.iterations
+        return done_iters / self.hparams.iterations
+
+    def done(self) -> bool:
+        return self.progress() >= 1
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self.done():  # a resumed run that had already finished
@@ -117,7 +125,11 @@ class WGANGPModule(pl.LightningModule):
         if self.critic_iters % self.hparams.n_critic == 0:
             # critic metrics of the step before each generator step: logging every critic step costs ~10% on CPU
             self.log_dict({"train/critic_loss": loss_d.detach(), "train/wasserstein": w_estimate, "train/gp": penalty})
-            self.generator_step(opt_g, len(real), diag)
+            self.generator_step(opt_g, len(real) * self.hparams.gen_batch_multiplier, diag)
+            if self.hparams.lr_decay:  # a function of the counters only, so resumed runs get the same rates
+                for opt in (opt_d, opt_g):
+                    for group in opt.param_groups:
+                        group["lr"] = self.hparams.lr * max(0.0, 1 - self.progress())
         if self.done():
             self.trainer.should_stop = True
 

@@ -173,3 +173,11 @@ def test_gan_configs_name_real_classes(path: Path) -> None:
         assert config["data"]["init_args"]["batch_size"] == 64
     else:
         assert model["k"] == k and config["trainer"]["precision"] == "64-true"
+
+
+def test_lr_decay_and_generator_batch(cifar_root: Path, tmp_path: Path) -> None:
+    args = [*gan_args(cifar_root, "decay", 4), "--model.lr_decay", "true", "--model.gen_batch_multiplier", "2"]
+    assert run_train(args, tmp_path / "runs") == 0
+    ckpt = torch.load(run_dir(tmp_path / "runs", "decay") / "checkpoints" / "last.ckpt", weights_only=False)
+    lrs = [g["lr"] for state in ckpt["optimizer_states"] for g in state["param_groups"]]
+    assert lrs == [0.0, 0.0]  # 1e-4 * (1 - 4/4)
