@@ -98,7 +98,8 @@ class CityscapesDataModule(pl.LightningDataModule):
                  in_memory: bool = True, num_workers: int = 4, pin_memory: bool = False) -> None:
         super().__init__()
         if batch_size <= 0 or (eval_batch_size is not None and eval_batch_size <= 0):
-            raise ValueError(f"data.batch_size and eval_batch_size must be positive, got {batch_size}, {eval_batch_size}")
+            raise ValueError(f"data.batch_size and eval_batch_size must be positive, got {batch_size}, "
+                             f"{eval_batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if max_train_samples is not None and max_train_samples <= 0:

@@ -102,7 +102,7 @@ class SegmentationTask:
         import wandb  # only when a W&B logger is attached
 
         data = self.trainer.datamodule
-        rgb = data.denormalize(x) if hasattr(data, "denormalize") else (x - x.amin()).div(x.amax() - x.amin() + 1e-12).mul(255).to(torch.uint8)
+        rgb = data.denormalize(x) if hasattr(data, "denormalize") else rescale_to_uint8(x)
         palette = torch.tensor(getattr(data, "palette", None) or default_palette(self.num_classes), dtype=torch.uint8)
         labels = dict(enumerate(self.class_names())) | {self.ignore_index: "ignore"}
         masks, panels = [], []
@@ -122,6 +122,11 @@ def colourise(mask: Tensor, palette: Tensor, ignore_index: int) -> Tensor:
     ids = torch.where(mask == ignore_index, len(palette), mask).long()
     table = torch.cat([palette, torch.zeros(1, 3, dtype=torch.uint8)])
     return table[ids].permute(2, 0, 1)
+
+
+def rescale_to_uint8(x: Tensor) -> Tensor:
+    """Min-max rescaled images, for data modules that cannot undo their own normalisation."""
+    return (x - x.amin()).div(x.amax() - x.amin() + 1e-12).mul(255).to(torch.uint8)
 
 
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:

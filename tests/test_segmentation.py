@@ -164,3 +164,14 @@ def test_mapping_configs_train_one_step_through_the_structured_projector(citysca
     assert len(res["test/iou_per_class"]) == 19
     metrics = read_metrics(run_dir(tmp_path, config))
     assert {"train/stab", "train/smooth", "train/align"} <= set(metrics[0])
+
+
+def test_mapping_segmentation_resume_mid_epoch_reproduces_the_run(cityscapes: Path, tmp_path: Path) -> None:
+    base = ["--config", "configs/mapping/cnn3_lwt_cityscapes_9126.yaml", "--data.root", str(cityscapes), *SMALL,
+            "--model.latent_dim", "512", "--data.batch_size", "2", "--trainer.max_epochs", "2"]
+    assert run_train([*base, "--name", "full"], tmp_path) == 0
+    assert run_train([*base, "--name", "cut", "--trainer.max_steps", "3"], tmp_path) == 0
+    assert run_train([*base, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
+    assert read_metrics(run_dir(tmp_path, "cut")) == read_metrics(run_dir(tmp_path, "full"))
+    full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
+    assert full["test/iou_per_class"] == cut["test/iou_per_class"] and full["trainable_params"] == 512

@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Training images/s of CNN3 trained through a Mapping Network (Table 6 configs) / plain CNN3, at 256x256.
+
+    python benchmarks/segmentation.py [--batch-size 16] [--steps 20] [--warmup 3] [--size 256] [--device auto]
+
+Each variant is built from its config's model section (``configs/baseline/cnn3_cityscapes.yaml``,
+``configs/mapping/cnn3_{slvt,lwt}_cityscapes_*.yaml``; "task loss": all lambdas 0, so without the stability
+term's second forward pass) and trained by a Lightning ``Trainer`` on random images
+and labels already on the device (so data loading is not measured: this is the model + optimiser cost). The
+clock runs from the end of warm-up step ``warmup`` to the last step. Variants run one after another in this process.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from jsonargparse import ArgumentParser  # noqa: E402
+
+SLVT, LWT = "configs/mapping/cnn3_slvt_cityscapes_8192.yaml", "configs/mapping/cnn3_lwt_cityscapes_9126.yaml"
+TASK_ONLY = {"lambda_stab": 0.0, "lambda_smooth": 0.0, "lambda_align": 0.0}  # no second forward pass
+VARIANTS = {
+    "CNN3": ("configs/baseline/cnn3_cityscapes.yaml", {}),
+    "mapping SLVT 8192": (SLVT, {}),
+    "mapping LWT 9126": (LWT, {}),
+    "SLVT 8192 task loss": (SLVT, TASK_ONLY),
+    "LWT 9126 task loss": (LWT, TASK_ONLY),
+}
+
+
+def build_model(config: str, overrides: dict[str, Any]) -> pl.LightningModule:
+    """The LightningModule of a config file (with ``init_args`` overrides), instantiated as train.py would."""
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(pl.LightningModule, "model")
+    model = yaml.safe_load((ROOT / config).read_text())["model"]
+    model["init_args"].update(overrides)
+    cfg = parser.parse_object({"model": model})
+    return parser.instantiate(cfg).model
+
+
+class StepClock(pl.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def sync(self, module: pl.LightningModule) -> float:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.warmup:
+            self.start = self.sync(module)
+        self.end = self.sync(module)
+
+
+def images_per_second(config: str, overrides: dict[str, Any], batch: int, steps: int, warmup: int, size: int,
+                      device: str) -> float:
+    torch.manual_seed(0)
+    model = build_model(config, overrides)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, 19, (batch, size, size))
+    y[:, :8] = 255  # some ignored pixels, as in Cityscapes
+    data = [(x, y)] * (warmup + steps)
+    clock = StepClock(warmup)
+    trainer = pl.Trainer(accelerator=device, devices=1, max_steps=warmup + steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[clock], limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    return steps * batch / (clock.end - clock.start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    opts = parser.parse_args()
+    rates = {}
+    for label in opts.variants:
+        rates[label] = images_per_second(*VARIANTS[label], opts.batch_size, opts.steps, opts.warmup, opts.size,
+                                         opts.device)
+        print(f"{label}: {rates[label]:.2f} images/s", flush=True)
+    on_gpu = torch.cuda.is_available() and opts.device != "cpu"
+    where = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{opts.size}x{opts.size}, batch {opts.batch_size}, {opts.steps} timed steps after {opts.warmup}, {where}")
+    base = rates.get("CNN3")
+    for label, rate in rates.items():
+        ratio = f"   time ratio {base / rate:.2f}x" if base else ""
+        print(f"{label:22s} {rate:8.2f} images/s{ratio}")
+
+
+if __name__ == "__main__":
+    main()
