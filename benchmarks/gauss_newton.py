@@ -65,32 +65,42 @@ def bench_lm(steps: int) -> dict:
     out = {"problem": f"sinc fit, MLP 1-20-20-1 tanh, N={n}, p={sum(p.numel() for p in model.parameters())}, "
                       f"float32, {steps} steps"}
 
-    def run_theirs(solve_method: str) -> tuple[float, float]:
+    def theirs(solve_method: str):
         lm = LevenbergMarquardtModule(copy.deepcopy(model), learning_rate=1.0, attempts_per_step=10,
                                       solve_method=solve_method,
                                       damping_strategy=StandardDampingStrategy(starting_value=1e-3))
-        lm.training_step(x, y)  # warm-up (first call sizes its buffers)
-        start = time.perf_counter()
-        for _ in range(steps - 1):
-            _, loss, _, _ = lm.training_step(x, y)
-        return (time.perf_counter() - start) / (steps - 1), float(loss)
 
-    def run_ours(method: str) -> tuple[float, float]:
+        def step() -> float:
+            return float(lm.training_step(x, y)[1])
+        return step
+
+    def ours(method: str):
         fn, single, theta = flat_fn(copy.deepcopy(model), x, y)
         xy = torch.cat([x, y], 1)
         dense = None if method.startswith("cg") else (lambda t: per_sample_jacobian(single, t, xy))
         kwargs = dict(method=method, jacobian=dense, cg_tol=1e-6, cg_maxiter=200)  # float32: tol 1e-6
-        theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), **kwargs)
-        start = time.perf_counter()
-        for _ in range(steps - 1):
-            # a fresh schedule each step: torch-levenberg-marquardt resets its damping after every accepted step
-            theta, loss, _ = lm_step(fn, theta, MarquardtSchedule(lam=n * 1e-3, down=10, up=10), **kwargs)
-        return (time.perf_counter() - start) / (steps - 1), 2 * loss / n  # their loss: mean squared residual
+        state = {"theta": theta}
 
-    for name, fn in (("theirs_cholesky", lambda: run_theirs("cholesky")), ("theirs_qr", lambda: run_theirs("qr")),
-                     ("ours_primal", lambda: run_ours("primal")), ("ours_cg", lambda: run_ours("cg"))):
-        sec, loss = fn()
-        out[name] = {"sec_per_step": round(sec, 5), "mse_after_K": loss}
+        def step() -> float:
+            # a fresh schedule each step: torch-levenberg-marquardt resets its damping after every accepted step
+            state["theta"], loss, _ = lm_step(fn, state["theta"], MarquardtSchedule(lam=n * 1e-3, down=10, up=10),
+                                              **kwargs)
+            return 2 * loss / n  # their loss: the mean squared residual
+        return step
+
+    # the variants take turns step by step, so load changes on a shared machine hit all of them alike
+    variants = {"theirs_cholesky": theirs("cholesky"), "theirs_qr": theirs("qr"), "ours_primal": ours("primal"),
+                "ours_cg": ours("cg")}
+    seconds = {name: 0.0 for name in variants}
+    losses = {}
+    for k in range(steps):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            losses[name] = step()
+            if k > 0:  # the first step is warm-up
+                seconds[name] += time.perf_counter() - start
+    for name in variants:
+        out[name] = {"sec_per_step": round(seconds[name] / (steps - 1), 5), "mse_after_K": losses[name]}
     out["ratio_ours_primal_vs_theirs_cholesky"] = round(out["ours_primal"]["sec_per_step"] /
                                                         out["theirs_cholesky"]["sec_per_step"], 3)
     out["ratio_ours_primal_vs_theirs_qr"] = round(out["ours_primal"]["sec_per_step"] /
