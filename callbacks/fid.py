@@ -134,7 +134,7 @@ class FID(Callback):
                 self.best[name] = min(value, self.best.get(name, float("inf")))
             pl_module.log_dict({f"train/{k}": v for k, v in scores.items()})
             pl_module.log_dict({f"train/best_{k}": v for k, v in self.best.items()})
-            pl_module._last_gen_time = None  # keep evaluation time out of the seconds-per-generator-iteration log
+            pl_module.reset_iteration_clock()  # keep evaluation time out of the seconds per generator iteration
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.log_dict({f"test/{k}": v for k, v in self.evaluate(trainer, pl_module).items()})

@@ -154,6 +154,10 @@ class WGANGPModule(pl.LightningModule):
         if self.gen_iters % self.hparams.sample_every == 0:
             self.log_samples()
 
+    def reset_iteration_clock(self) -> None:
+        """Start timing the next generator iteration afresh (after work that is not training, e.g. FID)."""
+        self._last_gen_time = None
+
     def relative_move(self, name: str) -> float:
         """|theta_t - theta_0| / |theta_0|, the lazy-training diagnostic."""
         theta = flat_params(getattr(self, name))
