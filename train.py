@@ -166,7 +166,10 @@ class OverparamCLI(LightningCLI):
                     truncate_metrics(str(self.run_dir / "metrics.csv"), ckpt["csv_rows"], ckpt["global_step"])
         trainer.fit(model, datamodule=data, ckpt_path=self.resume_ckpt)
         fit_metrics = scalar_metrics(trainer.callback_metrics)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # without a monitored metric the "best" checkpoint is merely the last epoch-end one, which is stale
+        # when training stopped mid-epoch: test the final weights instead
+        monitored = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.monitor is not None
+        best = trainer.checkpoint_callback.best_model_path if monitored else ""
         trainer.test(model, datamodule=data, ckpt_path=best or None, verbose=trainer.is_global_zero)
         results = {**fit_metrics, **scalar_metrics(trainer.callback_metrics), **parameter_counts(model),
                    "epochs": trainer.current_epoch, "global_step": trainer.global_step,
