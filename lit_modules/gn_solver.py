@@ -45,6 +45,20 @@ class Jacobian:
     def dense(self) -> Tensor:
         raise NotImplementedError
 
+    def gram(self) -> Tensor:
+        """J^T J (p x p), computed once per point: Marquardt retries reuse it."""
+        if getattr(self, "_gram", None) is None:
+            J = self.dense()
+            self._gram = J.T @ J
+        return self._gram
+
+    def kernel(self) -> Tensor:
+        """J J^T (n x n), computed once per point."""
+        if getattr(self, "_kernel", None) is None:
+            J = self.dense()
+            self._kernel = J @ J.T
+        return self._kernel
+
 
 class DenseJacobian(Jacobian):
     def __init__(self, matrix: Tensor) -> None:
@@ -82,8 +96,11 @@ class FuncJacobian(Jacobian):
         return self._vjp(u)[0]
 
     def dense(self) -> Tensor:
-        """All n rows; each costs a full backward, so for per-sample residuals use :func:`per_sample_jacobian`."""
-        return torch.func.jacrev(self.fn)(self.theta).reshape(self.n, self.p)
+        """All n rows (cached); each costs a full backward, so for per-sample residuals use
+        :func:`per_sample_jacobian`."""
+        if getattr(self, "_dense", None) is None:
+            self._dense = torch.func.jacrev(self.fn)(self.theta).reshape(self.n, self.p)
+        return self._dense
 
 
 def per_sample_jacobian(fn: Callable[[Tensor, Tensor], Tensor], theta: Tensor, inputs: Tensor) -> DenseJacobian:
@@ -205,13 +222,13 @@ def gn_direction(jac: Jacobian, u: Tensor, damping: Damping, method: Method = "p
     J = jac.dense()
     if method == "primal":
         b = reduce(J.T @ u)
-        H = a * reduce(J.T @ J)
+        H = reduce(a * jac.gram())  # a new tensor, so an in-place all-reduce leaves the cache intact
         H.diagonal().add_(c)
         L, bad = torch.linalg.cholesky_ex(H)
         if not (int(bad) or (c == 0 and _is_singular(L.diagonal(), rcond_normal))):
             return torch.cholesky_solve(b.unsqueeze(1), L).squeeze(1), info
     elif method == "dual":
-        K = a * (J @ J.T)
+        K = a * jac.kernel()
         K.diagonal().add_(c)
         L, bad = torch.linalg.cholesky_ex(K)
         if not (int(bad) or (c == 0 and _is_singular(L.diagonal(), rcond_normal))):
