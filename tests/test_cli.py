@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_modules import SupervisedModule
+
 from tests.conftest import QUIET, ROOT, python, read_metrics, read_results, run_dir, run_train
 
 SMALL = ["--config", "configs/default.yaml", "--data.root", "data", "--data.max_train_samples", "300",
@@ -142,3 +144,19 @@ def test_seed_changes_the_run(tmp_path: Path) -> None:
         assert run_train([*SMALL, "--name", f"s{seed}", "--seed", seed, "--trainer.max_steps", "2"], tmp_path) == 0
     a, b = (read_results(run_dir(tmp_path, f"s{s}")) for s in "12")
     assert a["train/loss"] != b["train/loss"]
+
+
+class UnmonitoredModule(SupervisedModule):
+    """A module that names no metric to pick a best checkpoint by (like the GAN and GN modules)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.monitor = None
+
+
+def test_without_a_monitor_the_final_weights_are_tested(tmp_path: Path) -> None:
+    args = [*SMALL, "--name", "plain", "--model", "tests.test_cli.UnmonitoredModule", "--model.net", "nets.CNN2",
+            "--trainer.max_epochs", "2", "--trainer.max_steps", "8"]  # stops mid epoch 2 (6 steps per epoch)
+    assert run_train(args, tmp_path) == 0
+    results = read_results(run_dir(tmp_path, "plain"))
+    assert results["tested_checkpoint"] == "last weights" and results["global_step"] == 8
