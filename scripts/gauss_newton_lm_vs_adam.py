@@ -40,7 +40,7 @@ def main() -> None:
         name = "lm" if "LM" in label else "adam"
         code = train.main(["--config", config, "--data.root", args.data_root, "--data.download", "false",
                            "--data.batch_size", str(args.batch_size), "--trainer.max_epochs", "100",
-                           "--trainer.max_time", f"00:00:00:{args.seconds}", "--trainer.log_every_n_steps", "5",
+                           "--trainer.max_time", f"00:00:00:{args.seconds}", "--trainer.log_every_n_steps", "1",
                            "--trainer.default_root_dir", str(args.runs), "--name", name, "--wandb", "false",
                            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
         if code:
