@@ -109,17 +109,20 @@ def initial_state(root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return net.weight.detach().reshape(-1), net.jacobian(dm.train_xy[0]), dm.train_xy[1]
 
 
-@pytest.mark.parametrize("rho", [0.0, 1.0])
-def test_one_euler_step_matches_the_hand_computed_update(tmp_path: Path, housing: Path, rho: float) -> None:
+@pytest.mark.parametrize("rho, eta", [(0.0, None), (1.0, None), (0.3, 0.002)])
+def test_one_euler_step_matches_the_hand_computed_update(tmp_path: Path, housing: Path, rho: float,
+                                                         eta: float | None) -> None:
     alpha, dt = 4.0, 0.05
     args = [*SMALL, "--data.root", str(housing), "--model.alpha", str(alpha), "--model.dt", str(dt),
             "--model.rho", str(rho), "--trainer.max_steps", "1", "--name", "one"]
-    assert run_train(args, tmp_path) == 0
+    assert run_train([*args, *(["--model.eta", str(eta)] if eta else [])], tmp_path) == 0
     w0, J, y = initial_state(housing)
     grad = 2 * (0 - y)  # alpha f(w_init) = 0
-    v = torch.linalg.solve(J.T @ J, J.T @ grad) if rho == 0 else J.T @ grad
+    H = (1 - rho) * J.T @ J + rho * torch.eye(J.shape[1], dtype=torch.float64)
+    v = torch.linalg.solve(H, J.T @ grad)  # eq. (1); rho = 1 is the plain J^T grad
+    step = eta if eta else dt / alpha  # discrete update (13) with a free eta, else Euler with eta = dt / alpha
     state = torch.load(run_dir(tmp_path, "one") / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    torch.testing.assert_close(state["net.weight"].reshape(-1), w0 - dt / alpha * v, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(state["net.weight"].reshape(-1), w0 - step * v, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(state["net0.weight"].reshape(-1), w0)
     assert losses(run_dir(tmp_path, "one")) == [pytest.approx(float(y @ y))]
 
