@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_modules.gn_solver import (METHODS, ON_SINGULAR, Damping, DenseJacobian, FuncJacobian, Jacobian,
-                                   SingularSystemError, gn_direction)
+                                   SingularSystemError, gn_direction, per_sample_jacobian)
 from lit_modules.gn_theory import theory_constants
 
 
@@ -94,8 +94,7 @@ class GaussNewtonModule(pl.LightningModule):
             return DenseJacobian(self.net.jacobian(x))
         if kind == "matrix_free":
             return FuncJacobian(lambda t: self.phi(t, x), theta)
-        per_sample = torch.func.jacrev(lambda t, xi: self.phi(t, xi.unsqueeze(0)).squeeze(0))
-        return DenseJacobian(torch.func.vmap(per_sample, in_dims=(None, 0))(theta, x))
+        return per_sample_jacobian(lambda t, xi: self.phi(t, xi.unsqueeze(0)), theta, x)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -195,3 +195,9 @@ def test_theory_constants_match_direct_computations() -> None:
     # Theorem 5: alpha = L mu / (r (1 - r) lambda0^2) * sqrt(Delta0) / (2 sqrt(2) nu^1.5), r = 1/2, nu = mu = 2
     assert c["alpha_theorem5"] == pytest.approx(c["lip_jacobian"] * 2 / (0.25 * c["lambda0"] ** 2)
                                                 * float(y @ y) ** 0.5 / (2 * 2 ** 0.5 * 2 ** 1.5))
+
+
+def test_autograd_jacobian_path_equals_the_closed_form() -> None:
+    module = GaussNewtonModule(TwoLayerTanh(5, 4, init_seed=3), jacobian="autograd")
+    x = torch.randn(9, 5, dtype=torch.float64)
+    torch.testing.assert_close(module.make_jacobian(x).dense(), module.net.jacobian(x))
