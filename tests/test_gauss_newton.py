@@ -201,3 +201,17 @@ def test_autograd_jacobian_path_equals_the_closed_form() -> None:
     module = GaussNewtonModule(TwoLayerTanh(5, 4, init_seed=3), jacobian="autograd")
     x = torch.randn(9, 5, dtype=torch.float64)
     torch.testing.assert_close(module.make_jacobian(x).dense(), module.net.jacobian(x))
+
+
+def test_scikit_learn_cache_gives_the_same_table_as_the_csv(tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")  # scikit-learn's cache format; joblib ships with scikit-learn
+    raw = raw_table()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # scikit-learn stores the 9 raw columns reordered: value, income, age, rooms, bedrooms, population,
+    # households, latitude, longitude
+    joblib.dump(raw[:, [8, 7, 2, 3, 4, 5, 6, 1, 0]], cache / "cal_housing_py3.pkz", compress=6)
+    a = CaliforniaHousingDataModule(str(write_csv(tmp_path / "csv", raw)), n_train=64, n_test=32)
+    b = CaliforniaHousingDataModule(str(cache), n_train=64, n_test=32)
+    a.setup(), b.setup()
+    torch.testing.assert_close(a.train_xy, b.train_xy)
