@@ -6,6 +6,7 @@
 Runs train.py in-process per (n, seed) for NP (configs/neuron_pursuit/<np_config>.yaml) and GD
 (configs/neuron_pursuit/gd_baseline_<task>.yaml when it exists), then writes <out>.json and <out>.png
 (test relative error and NP iteration count against n; one point per seed, lines through the means).
+Each Lightning step of these configs is 1000 GD steps (`lightning_steps` in the JSON).
 """
 import argparse
 import json
@@ -99,7 +100,7 @@ def main() -> None:
                 res = run(gd_config, f"gd_{args.task}_n{n}_s{seed}", root,
                           [*common, *lr_flag(args.gd_lr), "--trainer.max_epochs", str(args.gd_epochs)])
                 rows.append({"method": "gd", "n": n, "seed": seed, "test_rel_err": res["test/rel_err"],
-                             "train_rel_err": res["train/rel_err"], "gd_steps": res["global_step"]})
+                             "train_rel_err": res["train/rel_err"], "lightning_steps": res["global_step"]})
             print(json.dumps(rows[-2:] if has_gd else rows[-1:]), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
