@@ -79,11 +79,11 @@ class NaNGuard(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        values = {}
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            values["train/loss"] = loss
-        values.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+            values = {"train/loss": loss}
+        else:  # manual optimisation that returns nothing: look at what it logged (costly, so only then)
+            values = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         for name, value in values.items():
             value = float(value.detach()) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
             if isinstance(value, float) and not math.isfinite(value):
