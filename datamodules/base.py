@@ -50,7 +50,59 @@ class DecodedImages(Dataset):
         return pil_to_tensor(image), torch.as_tensor(target)
 
 
-class VisionDataModule(pl.LightningDataModule):
+class ShardedDataModule(pl.LightningDataModule):
+    """The loaders every datamodule shares (subclasses provide ``train_set``, ``val_set``, ``test_set``).
+
+    Training: a :class:`ResumableDataLoader` over seeded per-epoch shuffles whose global batches are split across
+    DDP ranks. Evaluation: each rank takes an unpadded stride of the split, so metrics count every sample once.
+    Reads ``batch_size``, ``eval_batch_size``, ``split_seed`` and, when present, ``drop_last``, ``num_workers``,
+    ``pin_memory``, ``in_memory`` from ``self.hparams``.
+    """
+
+    train_set: Optional[Dataset] = None
+    val_set: Optional[Dataset] = None
+    test_set: Optional[Dataset] = None
+
+    def world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def per_device(self, batch_size: int) -> int:
+        world_size = self.world()[1]
+        if batch_size % world_size:
+            raise ValueError(f"global batch size {batch_size} is not divisible by {world_size} processes")
+        return batch_size // world_size
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        workers, in_memory = self.hparams.get("num_workers", 0), self.hparams.get("in_memory", True)
+        # an own generator: otherwise every iterator creation draws from the global RNG, and a resumed run
+        # (which creates iterators at other moments) would see different augmentation and dropout
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        return dict(num_workers=workers, pin_memory=self.hparams.get("pin_memory", False),
+                    collate_fn=keep_batch if in_memory else None, persistent_workers=workers > 0, generator=generator)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self.world()
+        order = EpochShuffle(len(self.train_set), shuffle=True, seed=self.hparams.split_seed)
+        sampler = ResumableBatchSampler(order, self.per_device(self.hparams.batch_size),
+                                        drop_last=self.hparams.get("drop_last", False), rank=rank,
+                                        world_size=world_size)
+        return ResumableDataLoader(self.train_set, sampler, **self.loader_kwargs())
+
+    def eval_loader(self, dataset: Dataset) -> DataLoader:
+        rank, world_size = self.world()
+        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
+        indices = list(range(rank, len(dataset), world_size))
+        return DataLoader(dataset, batch_size=self.per_device(batch_size), sampler=indices, **self.loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.test_set)
+
+
+class VisionDataModule(ShardedDataModule):
     """Image classification over a torchvision dataset class.
 
     Batches leave the loader as uint8 and are converted, normalised and augmented on the device
@@ -99,7 +151,6 @@ class VisionDataModule(pl.LightningDataModule):
         self.augment = self.default_augment if augment is None else augment
         self._mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         self._std = torch.tensor(self.std).view(1, -1, 1, 1)
-        self.train_set = self.val_set = self.test_set = None
 
     # ----------------------------------------------------------------- files
     def locate_root(self) -> Path:
@@ -169,45 +220,6 @@ class VisionDataModule(pl.LightningDataModule):
         self.val_set = self.subset(dataset, images, targets, val_idx)
         dataset, images, targets = self.load_split(train=False)
         self.test_set = self.subset(dataset, images, targets, torch.arange(len(targets)))
-
-    # ----------------------------------------------------------------- loaders
-    def world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def per_device(self, batch_size: int) -> int:
-        world_size = self.world()[1]
-        if batch_size % world_size:
-            raise ValueError(f"global batch size {batch_size} is not divisible by {world_size} processes")
-        return batch_size // world_size
-
-    def loader_kwargs(self) -> dict[str, Any]:
-        collate = keep_batch if self.hparams.in_memory else None
-        # an own generator: otherwise every iterator creation draws from the global RNG, and a resumed run
-        # (which creates iterators at other moments) would see different augmentation and dropout
-        generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        return dict(num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory, collate_fn=collate,
-                    persistent_workers=self.hparams.num_workers > 0, generator=generator)
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world_size = self.world()
-        order = EpochShuffle(len(self.train_set), shuffle=True, seed=self.hparams.split_seed)
-        sampler = ResumableBatchSampler(order, self.per_device(self.hparams.batch_size),
-                                        drop_last=self.hparams.drop_last, rank=rank, world_size=world_size)
-        return ResumableDataLoader(self.train_set, sampler, **self.loader_kwargs())
-
-    def eval_loader(self, dataset: Dataset) -> DataLoader:
-        # every rank evaluates its own contiguous-stride shard, unpadded, so metrics cover each sample once
-        rank, world_size = self.world()
-        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
-        indices = list(range(rank, len(dataset), world_size))
-        return DataLoader(dataset, batch_size=self.per_device(batch_size), sampler=indices, **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.test_set)
 
     # ----------------------------------------------------------------- on-device transforms
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

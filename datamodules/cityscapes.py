@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -21,8 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms.functional import pil_to_tensor
 
-from datamodules.base import DataError, InMemoryImages
-from datamodules.loader import EpochShuffle, ResumableBatchSampler, ResumableDataLoader, keep_batch
+from datamodules.base import DataError, InMemoryImages, ShardedDataModule
 
 IGNORE_INDEX = 255
 TRAIN_CLASSES = sorted((c for c in datasets.Cityscapes.classes if 0 <= c.train_id < IGNORE_INDEX),
@@ -66,7 +64,7 @@ class CityscapesPairs(Dataset):
         return image, self.lut[mask.long()]
 
 
-class CityscapesDataModule(pl.LightningDataModule):
+class CityscapesDataModule(ShardedDataModule):
     """Cityscapes fine annotations at ``size`` (default 256x256, Mapping Networks Table 6).
 
     Args:
@@ -114,7 +112,6 @@ class CityscapesDataModule(pl.LightningDataModule):
         self.size = (int(size[0]), int(size[1]))
         self._mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std).view(1, 3, 1, 1)
-        self.train_set = self.val_set = self.test_set = None
 
     # ----------------------------------------------------------------- files
     def open(self, split: str) -> datasets.Cityscapes:
@@ -163,39 +160,10 @@ class CityscapesDataModule(pl.LightningDataModule):
         self.test_set = self.pairs(test, list(range(len(test))))
 
     # ----------------------------------------------------------------- loaders
-    def world(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-
-    def per_device(self, batch_size: int) -> int:
-        world_size = self.world()[1]
-        if batch_size % world_size:
-            raise ValueError(f"global batch size {batch_size} is not divisible by {world_size} processes")
-        return batch_size // world_size
-
     def loader_kwargs(self) -> dict[str, Any]:
+        # held in memory the pairs need no worker processes; workers only help the PNG-decoding path
         workers = 0 if self.hparams.in_memory else self.hparams.num_workers
-        return dict(num_workers=workers, pin_memory=self.hparams.pin_memory, persistent_workers=workers > 0,
-                    collate_fn=keep_batch if self.hparams.in_memory else None,
-                    generator=torch.Generator().manual_seed(self.hparams.split_seed))
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world_size = self.world()
-        order = EpochShuffle(len(self.train_set), shuffle=True, seed=self.hparams.split_seed)
-        sampler = ResumableBatchSampler(order, self.per_device(self.hparams.batch_size), rank=rank,
-                                        world_size=world_size)
-        return ResumableDataLoader(self.train_set, sampler, **self.loader_kwargs())
-
-    def eval_loader(self, dataset: Dataset) -> DataLoader:
-        rank, world_size = self.world()  # each rank evaluates its own stride, unpadded: every image counts once
-        batch_size = self.per_device(self.hparams.eval_batch_size or self.hparams.batch_size)
-        return DataLoader(dataset, batch_size=batch_size, sampler=list(range(rank, len(dataset), world_size)),
-                          **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.test_set)
+        return {**super().loader_kwargs(), "num_workers": workers, "persistent_workers": workers > 0}
 
     # ----------------------------------------------------------------- on-device transforms
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

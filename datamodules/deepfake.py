@@ -13,14 +13,11 @@ loads with ``weights_only=True``)::
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from datamodules.base import DataError, InMemoryImages
-from datamodules.loader import EpochShuffle, ResumableBatchSampler, ResumableDataLoader, keep_batch
+from datamodules.base import DataError, InMemoryImages, ShardedDataModule
 
 FORMAT = "overparam-deepfake-features/1"
 FEATURE_DIM = 2176
@@ -51,7 +48,7 @@ def load_features(path: Path) -> dict[str, Any]:
     return data
 
 
-class DeepfakeFeaturesDataModule(pl.LightningDataModule):
+class DeepfakeFeaturesDataModule(ShardedDataModule):
     """Real (0) vs fake (1) videos, each a 2176-d feature vector shown to the CNN as ``input_shape``.
 
     The vector is standardised per dimension with the training subset's mean and std, then laid out in C order into
@@ -131,6 +128,7 @@ class DeepfakeFeaturesDataModule(pl.LightningDataModule):
         for split, (x, y, ids) in splits.items():
             self.sets[split] = InMemoryImages(self.to_input((x - mean) / std), y)
             self.video_ids[split] = ids
+        self.train_set, self.val_set, self.test_set = self.sets["train"], self.sets["val"], self.sets["test"]
         rank_zero_info(f"{type(self).__name__} {self.hparams.dataset}: " + "; ".join(
             f"{s} {b['real']} real / {b['fake']} fake" for s, b in self.class_balance().items()))
 
@@ -149,34 +147,3 @@ class DeepfakeFeaturesDataModule(pl.LightningDataModule):
             fake = int(y.sum())
             out[split] = {"real": len(y) - fake, "fake": fake, "fake_share": round(fake / len(y), 4)}
         return out
-
-    # ----------------------------------------------------------------- loaders (the conventions of base.py)
-    def world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def per_device(self, batch_size: int) -> int:
-        world_size = self.world()[1]
-        if batch_size % world_size:
-            raise ValueError(f"global batch size {batch_size} is not divisible by {world_size} processes")
-        return batch_size // world_size
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world_size = self.world()
-        order = EpochShuffle(len(self.sets["train"]), shuffle=True, seed=self.hparams.split_seed)
-        sampler = ResumableBatchSampler(order, self.per_device(self.hparams.batch_size), rank=rank,
-                                        world_size=world_size)
-        return ResumableDataLoader(self.sets["train"], sampler, collate_fn=keep_batch)
-
-    def eval_loader(self, split: str) -> DataLoader:
-        rank, world_size = self.world()
-        dataset = self.sets[split]
-        batch_size = self.per_device(self.hparams.eval_batch_size or self.hparams.batch_size)
-        return DataLoader(dataset, batch_size=batch_size, sampler=list(range(rank, len(dataset), world_size)),
-                          collate_fn=keep_batch)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_loader("test")
