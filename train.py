@@ -135,8 +135,8 @@ class OverparamCLI(LightningCLI):
         monitor, mode = getattr(model, "monitor", None), getattr(model, "monitor_mode", "min")
         callbacks: list[Callback] = [
             RunCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, monitor=monitor, mode=mode,
-                            filename="best-{epoch}-{step}" if monitor else "{epoch}-{step}",
-                            last_every_n_steps=self.config["checkpoint_every_n_steps"], save_top_k=1),
+                          filename="best-{epoch}-{step}" if monitor else "{epoch}-{step}",
+                          last_every_n_steps=self.config["checkpoint_every_n_steps"], save_top_k=1),
             LearningRateMonitor(), ParameterCounts(), RunStats(), NaNGuard(), RNGState(), FlushLogsOnCheckpoint(),
             CheckpointMetadata()]
         if trainer_cfg.get("enable_progress_bar") is not False:
@@ -159,11 +159,9 @@ class OverparamCLI(LightningCLI):
     def run_experiment(self) -> dict[str, Any]:
         trainer, model, data = self.trainer, self.model, self.datamodule
         if self.resume_ckpt:
-            check_checkpoint(self.resume_ckpt, model)
-            if trainer.is_global_zero:
-                ckpt = torch.load(self.resume_ckpt, map_location="cpu", weights_only=False, mmap=True)
-                if "csv_rows" in ckpt:
-                    truncate_metrics(str(self.run_dir / "metrics.csv"), ckpt["csv_rows"], ckpt["global_step"])
+            ckpt = check_checkpoint(self.resume_ckpt, model)
+            if trainer.is_global_zero and "csv_rows" in ckpt:
+                truncate_metrics(str(self.run_dir / "metrics.csv"), ckpt["csv_rows"], ckpt["global_step"])
         trainer.fit(model, datamodule=data, ckpt_path=self.resume_ckpt)
         fit_metrics = scalar_metrics(trainer.callback_metrics)
         # without a monitored metric the "best" checkpoint is merely the last epoch-end one, which is stale
@@ -228,7 +226,8 @@ def new_version_dir(exp_dir: Path, create: bool) -> Path:
     return exp_dir / f"version_{k}"
 
 
-def check_checkpoint(path: str, model: pl.LightningModule) -> None:
+def check_checkpoint(path: str, model: pl.LightningModule) -> dict[str, Any]:
+    """The checkpoint (memory-mapped), after checking that it was written by this model class with these shapes."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:
@@ -249,6 +248,7 @@ def check_checkpoint(path: str, model: pl.LightningModule) -> None:
                            (("missing", missing), ("unexpected", unexpected), ("shape differs", sorted(mismatched)))
                            if keys)
         raise UsageError(f"checkpoint {path} does not fit this model ({detail})")
+    return ckpt
 
 
 def make_wandb_logger(run_dir: Path, project: str) -> pl.loggers.WandbLogger:
