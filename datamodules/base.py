@@ -231,10 +231,6 @@ class VisionDataModule(ShardedDataModule):
             x = (x - self._mean.to(x.device)) / self._std.to(x.device)
         return x, targets
 
-    def batch_to_model_input(self, images: Tensor) -> Tensor:
-        """Apply the eval-time transform to raw uint8 images (for scripts and tests)."""
-        return self.on_after_batch_transfer((images, None), 0)[0]
-
 
 def random_crop_flip(x: Tensor, padding: int) -> Tensor:
     """Per-sample random crop after zero padding, then random horizontal flip, on a whole batch."""

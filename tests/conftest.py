@@ -4,7 +4,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import torch
@@ -43,12 +43,6 @@ def read_metrics(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(file)]
 
 
-@pytest.fixture
-def fmnist_root(tmp_path: Path) -> Path:
-    """A writable copy-free pointer to the shipped slice (archives are extracted to a cache if needed)."""
-    return FMNIST_SLICE
-
-
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OVERPARAM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -57,6 +51,3 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 def python() -> str:
     return sys.executable
-
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,5 +1,4 @@
 """End-to-end runs of train.py: run folder, results.json, versions, resume parity, SIGKILL, NaN guard, W&B."""
-import json
 import os
 import signal
 import subprocess
@@ -50,7 +49,6 @@ def test_second_run_gets_a_new_version(tmp_path: Path) -> None:
 RESUME = ["--config", "configs/default.yaml", "--data.max_train_samples", "400", "--data.batch_size", "40",
           "--data.val_fraction", "0.05", "--data.augment", "true", "--trainer.max_epochs", "2",
           "--trainer.log_every_n_steps", "1"]
-NOT_COMPARABLE = ("train_seconds",)
 
 
 def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
