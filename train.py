@@ -173,9 +173,10 @@ class OverparamCLI(LightningCLI):
                    "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                    **next(c for c in trainer.callbacks if isinstance(c, RunStats)).summary(),
                    "tested_checkpoint": best or "last weights", "run_dir": str(self.run_dir)}
-        extra = getattr(model, "results", None)
-        if callable(extra):
-            results.update(extra())
+        for source in (model, *trainer.callbacks):  # the module's and any callback's own summary (NTK, ...)
+            extra = getattr(source, "results", None)
+            if callable(extra):
+                results.update(extra())
         if trainer.is_global_zero:
             write_json_atomic(self.run_dir / "results.json", results)
         return results

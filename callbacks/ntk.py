@@ -166,13 +166,20 @@ class NTKMonitor(Callback):
         self._init_kernel: Optional[Tensor] = None
         self._lambda_x: Optional[float] = None
         self._batch: Optional[tuple[Tensor, Tensor]] = None
+        self.initial: dict[str, float] = {}  # diagnostics at step 0, kept for results.json
+        self.latest: dict[str, float] = {}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"theta0": self.theta0, "pending": self.pending}
+        return {"theta0": self.theta0, "pending": self.pending, "initial": self.initial}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.theta0, self.pending = state_dict["theta0"], state_dict["pending"]
+        self.initial = state_dict.get("initial", {})
+
+    def results(self) -> dict[str, float]:
+        """For results.json: the diagnostics at step 0 (suffix ``_init``) and at the end of training."""
+        return {**{f"{k}_init": v for k, v in self.initial.items()}, **self.latest}
 
     @staticmethod
     def network(pl_module: pl.LightningModule) -> nn.Module:
@@ -210,6 +217,9 @@ class NTKMonitor(Callback):
             self.log_metrics(trainer, self.contraction(r), step - 1)
         kernel, metrics = self.measure(net, x, r, features, grams, names)
         self.log_metrics(trainer, metrics, step)
+        self.latest = metrics
+        if step == 0:
+            self.initial = metrics
         eta = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.pending = None if final else {
             "r_norm2": float(r @ r), "predicted": (1 - eta * metrics["ntk/lambda_min"]) ** 2,

@@ -134,6 +134,9 @@ def test_train_converges_and_logs(tmp_path: Path) -> None:
     res = read_results(run_dir(tmp_path, "run"))
     assert res["eta_times_lambda_max_start"] == pytest.approx(1.0)
     assert res["train/loss_reduction"] > 1e2 and res["ntk/lambda_min_end"] > 0 and res["ntk/lambda_min_start"] > 0
+    # NTKMonitor's own summary: the same spectrum at step 0 as the module's, and the drift from the initialisation
+    assert res["ntk/lambda_min_init"] == pytest.approx(res["ntk/lambda_min_start"], rel=1e-6)
+    assert res["ntk/theta_distance_init"] == 0 and res["ntk/theta_distance"] > 0
     rows = [r for r in read_metrics(run_dir(tmp_path, "run")) if r.get("ntk/rate_measured")]
     late = rows[len(rows) // 2:]
     assert late and all(abs(float(r["ntk/rate_measured"]) - float(r["ntk/rate_predicted"])) < 0.05 for r in late)
