@@ -1,0 +1,165 @@
+"""Table 7: the CSV time-series datamodule (checked against independent NumPy arithmetic on the raw CSV), the LSTM
+counts, and the mapping LSTM through train.py (counts, resume parity)."""
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import nets
+from datamodules import DataError, TimeSeriesCSVDataModule
+from lit_modules import MappingNetModule
+from scripts.make_airpollution_csv import write_airpollution_csv
+from tests.conftest import ROOT, read_metrics, read_results, run_dir, run_train
+
+MAPPING_CONFIGS = sorted((ROOT / "configs" / "mapping").glob("lstm_slvt_airpollution_*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_airpollution_csv(tmp_path_factory.mktemp("ts") / "pollution.csv", hours=600, seed=1)
+
+
+def raw_columns(path: Path) -> dict[str, list[str]]:
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file))
+    return {name: [r[i] for r in rows[1:]] for i, name in enumerate(rows[0])}
+
+
+def module(path: Path, **kwargs) -> TimeSeriesCSVDataModule:
+    dm = TimeSeriesCSVDataModule(path=str(path), **{"window": 6, "horizon": 3, "batch_size": 16, **kwargs})
+    dm.setup()
+    return dm
+
+
+def test_splits_are_chronological_blocks_and_windows_never_straddle(csv_path: Path) -> None:
+    dm = module(csv_path, train_fraction=0.6, val_fraction=0.2)
+    assert dm.boundaries == (360, 480)
+    blocks = {"train": (0, 360), "val": (360, 480), "test": (480, 600)}
+    for split, (lo, hi) in blocks.items():
+        ends = getattr(dm, f"{split}_set").ends
+        assert ends.min() - 6 + 1 == lo and ends.max() + 3 == hi - 1  # every complete window, none beyond
+        assert len(ends) == (hi - lo) - 6 + 1 - 3
+
+
+def test_scaling_is_fitted_on_the_train_rows_only(csv_path: Path) -> None:
+    dm = module(csv_path, train_fraction=0.5, val_fraction=0.2)
+    raw = raw_columns(csv_path)
+    temp, pm = np.array(raw["temp"], float), np.array(raw["pollution"], float)
+    col = dm.feature_names.index("temp")
+    lo, hi = temp[:300].min(), temp[:300].max()
+    assert lo > temp.min() or hi < temp.max()  # the later rows would give other statistics
+    t = int(dm.test_set.ends[0])  # a test window: scaled with the train statistics
+    x, y = dm.test_set[0]
+    np.testing.assert_allclose(x[:, col].numpy(), (temp[t - 5:t + 1] - lo) / (hi - lo), rtol=1e-5, atol=1e-6)
+    pm_lo, pm_hi = pm[:300].min(), pm[:300].max()
+    assert y.item() == pytest.approx((pm[t + 3] - pm_lo) / (pm_hi - pm_lo), abs=1e-6)
+    assert dm.unscale_target(y).item() == pytest.approx(pm[t + 3], abs=1e-3)
+    std = module(csv_path, train_fraction=0.5, val_fraction=0.2, scaling="standard")
+    x, _ = std.test_set[0]
+    np.testing.assert_allclose(x[:, col].numpy(), (temp[t - 5:t + 1] - temp[:300].mean()) / temp[:300].std(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_window_target_alignment_and_categorical_one_hot(csv_path: Path) -> None:
+    dm = module(csv_path)
+    raw = raw_columns(csv_path)
+    pm = np.array(raw["pollution"], float)
+    names = dm.feature_names
+    assert names == ["dew", "temp", "press", "wnd_dir=NE", "wnd_dir=NW", "wnd_dir=SE", "wnd_dir=cv", "wnd_spd",
+                     "snow", "rain", "pollution"] and dm.num_features == 11
+    x, y = dm.train_set.__getitems__([0, 7, 40])
+    assert x.shape == (3, 6, 11) and y.shape == (3, 1)
+    scale = dm.stats["target_scale"][0]
+    for row, t in enumerate(dm.train_set.ends[[0, 7, 40]].tolist()):
+        # inputs are rows t-5..t (past pollution included as a scaled input), the target is pollution at t+3
+        np.testing.assert_allclose(x[row, :, -1].numpy(), (pm[t - 5:t + 1] - dm.stats["shift"][-1]) / scale,
+                                   atol=1e-6)
+        assert y[row, 0].item() == pytest.approx((pm[t + 3] - dm.stats["target_shift"][0]) / scale, abs=1e-6)
+        onehot = x[row, :, 3:7].numpy()
+        expected = [[float(v == c) for c in ("NE", "NW", "SE", "cv")] for v in raw["wnd_dir"][t - 5:t + 1]]
+        np.testing.assert_array_equal(onehot, expected)  # unscaled 0/1
+    explicit = module(csv_path, features=["temp", "wnd_spd"], categorical=["rain"], target_as_feature=False)
+    assert explicit.feature_names[:2] == ["temp", "wnd_spd"] and all(n.startswith("rain=") for n in
+                                                                      explicit.feature_names[2:])
+
+
+def test_missing_values_never_reach_inputs_or_targets(tmp_path: Path) -> None:
+    path = write_airpollution_csv(tmp_path / "gappy.csv", hours=600, seed=2, missing=0.05)
+    gaps = {i for i, v in enumerate(raw_columns(path)["pollution"]) if v == "NA"}
+    assert gaps
+    for missing in ("ffill", "drop"):
+        dm = module(path, missing=missing)
+        for split in (dm.train_set, dm.val_set, dm.test_set):
+            ends = split.ends.tolist()
+            assert not gaps & {t + 3 for t in ends}  # no filled-in labels
+            x, y = split.__getitems__(list(range(len(split))))
+            assert torch.isfinite(x).all() and torch.isfinite(y).all()
+            if missing == "drop":
+                assert not any(gaps & set(range(t - 5, t + 1)) for t in ends)
+    assert len(module(path, missing="drop").train_set) < len(module(path, missing="ffill").train_set)
+
+
+def test_bad_input_gives_one_clear_error(csv_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no column 'pm25'"):
+        module(csv_path, target="pm25")
+    with pytest.raises(DataError, match="no column 'humidity'"):
+        module(csv_path, features=["temp", "humidity"])
+    with pytest.raises(DataError, match="no CSV file .*--data.path"):
+        module(tmp_path / "absent.csv")
+    with pytest.raises(ValueError, match="train_fraction"):
+        TimeSeriesCSVDataModule(path=str(csv_path), train_fraction=0.8, val_fraction=0.3)
+
+
+def test_lstm_counts() -> None:
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(nets.LSTMRegressor(67, 32)) == 12_961  # the paper's baseline: 4*32*(67+32) + 2*128 + 33
+    config = yaml.safe_load((ROOT / "configs" / "baseline" / "lstm_airpollution.yaml").read_text())
+    inputs = config["model"]["init_args"]["net"]["init_args"]["input_size"]
+    assert inputs == 11 and count(nets.LSTMRegressor(inputs, 32)) == 4 * 32 * (11 + 32) + 2 * 128 + 33 == 5_793
+
+
+def test_every_table7_row_has_a_config() -> None:
+    assert sorted(int(c.stem.split("_")[-1]) for c in MAPPING_CONFIGS) == [64, 256, 512, 1024, 2048]
+
+
+@pytest.mark.parametrize("config", MAPPING_CONFIGS, ids=lambda p: p.stem)
+def test_each_mapping_config_trains_exactly_d_latents(config: Path) -> None:
+    args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    d = args["latent_dim"]
+    assert config.stem.endswith(f"_{d}") and args["task"] == "regression"
+    lit = MappingNetModule(nets.LSTMRegressor(**args["net"]["init_args"]), strategy=args["strategy"], latent_dim=d,
+                           task="regression")
+    assert sum(p.numel() for p in lit.parameters() if p.requires_grad) == d
+    assert lit.parameter_counts()["trainable_params"] == d and lit.parameter_counts()["total_params"] == 5_793
+
+
+def base_args(path: Path) -> list[str]:
+    return ["--config", "configs/mapping/lstm_slvt_airpollution_256.yaml", "--data.path", str(path),
+            "--data.window", "12", "--data.batch_size", "32", "--trainer.max_epochs", "2",
+            "--trainer.log_every_n_steps", "1"]
+
+
+def test_mapping_lstm_end_to_end_and_resume_parity(csv_path: Path, tmp_path: Path) -> None:
+    args = base_args(csv_path)  # 600 rows: 408 train windows = 13 steps per epoch
+    assert run_train([*args, "--name", "full"], tmp_path) == 0
+    assert run_train([*args, "--name", "cut", "--trainer.max_steps", "17"], tmp_path) == 0  # mid epoch 2
+    assert torch.load(run_dir(tmp_path, "cut") / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 17
+    assert run_train([*args, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
+    assert read_metrics(run_dir(tmp_path, "cut")) == read_metrics(run_dir(tmp_path, "full"))
+    full = read_results(run_dir(tmp_path, "full"))
+    assert full["test/mse"] == read_results(run_dir(tmp_path, "cut"))["test/mse"]
+    assert full["trainable_params"] == 256 and full["total_params"] == 5_793 and full["global_step"] == 26
+    assert 0 < full["test/mse"] < 1
+
+
+def test_wrong_input_size_and_missing_csv_fail_in_one_line(csv_path: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    args = base_args(csv_path)
+    assert run_train([*args, "--model.net.init_args.input_size", "67"], tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--model.net.init_args.input_size 11" in err
+    assert run_train([*args, "--data.path", str(tmp_path / "none.csv")], tmp_path) == 1
+    assert "no CSV file" in capsys.readouterr().err
