@@ -8,8 +8,9 @@ from datamodules.sphere import SphereDataModule
 from datamodules.celeba import CelebA64DataModule
 from datamodules.cityscapes import CityscapesDataModule
 from datamodules.deepfake import DeepfakeFeaturesDataModule
+from datamodules.timeseries import TimeSeriesCSVDataModule
 
 __all__ = ["SphereDataModule", "CaliforniaHousingDataModule", "CIFAR100DataModule", "CIFAR10DataModule", "DataError",
            "FashionMNISTDataModule", "GaussianMeanDataModule", "MNISTDataModule", "ModularAdditionDataModule",
            "SparseFunctionDataModule", "SyntheticRegressionDataModule", "TwoMoonsDataModule", "VisionDataModule",
-           "CelebA64DataModule", "CityscapesDataModule", "DeepfakeFeaturesDataModule"]
+           "CelebA64DataModule", "CityscapesDataModule", "DeepfakeFeaturesDataModule", "TimeSeriesCSVDataModule"]
