@@ -1,0 +1,52 @@
+"""Table 11: CIFAR ResNet-18 with layer-wise training: exact latent budgets per config, and a CPU smoke run."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+import nets
+from lit_modules import MappingNetModule
+from nets.mapping import allocate, layer_groups
+from tests.conftest import ROOT, read_results, run_dir, run_train
+from tests.data_fixtures import write_cifar
+
+CONFIGS = sorted((ROOT / "configs" / "mapping").glob("resnet18_lwt_cifar*.yaml"))
+
+
+def test_every_table11_cell_has_a_config() -> None:
+    assert sorted(c.stem for c in CONFIGS) == sorted(f"resnet18_lwt_cifar{k}_{d}k" for k in (10, 100)
+                                                     for d in (10, 15, 20))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_group_latents_sum_to_the_budget(config: Path) -> None:
+    args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    budget = int(config.stem.split("_")[-1][:-1]) * 1000
+    net = nets.CifarResNet18(**args["net"]["init_args"])
+    groups = layer_groups(net)
+    params = dict(net.named_parameters())
+    sizes = [sum(params[n].numel() for n in g) for g in groups]
+    dims = allocate(args["latent_dim"], sizes, args["allocation"])
+    assert args["strategy"] == "lwt" and len(groups) == 21 and sum(sizes) == sum(p.numel() for p in params.values())
+    assert sum(dims) == budget and all(1 <= d <= p for d, p in zip(dims, sizes))
+
+
+def test_trainable_count_is_the_budget() -> None:
+    """The latents are the only trainable tensors (one module: building the projectors of 11M targets takes ~5 s)."""
+    lit = MappingNetModule(nets.CifarResNet18(num_classes=100), strategy="lwt", latent_dim=20_000, num_classes=100)
+    assert sum(p.numel() for p in lit.parameters() if p.requires_grad) == 20_000 == sum(lit.mapping.dims)
+    counts = lit.parameter_counts()
+    assert counts["trainable_params"] == 20_000 and counts["total_params"] == 11_220_132
+    assert counts["mapper_bytes"] < 250 * 2**20  # structured projectors: ~17 bytes per generated parameter
+
+
+def test_cpu_smoke_run_on_a_cifar_fixture(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "data", classes=10, n_per_file=8)
+    args = ["--config", "configs/mapping/resnet18_lwt_cifar10_10k.yaml", "--data.root", str(tmp_path / "data"),
+            "--data.download", "false", "--data.batch_size", "8", "--data.val_fraction", "0.2",
+            "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+            "--name", "smoke"]
+    assert run_train(args, tmp_path) == 0
+    results = read_results(run_dir(tmp_path, "smoke"))
+    assert results["trainable_params"] == 10_000 and results["global_step"] == 2 and len(results["latent_dims"]) == 21
+    assert 0 <= results["test/acc"] <= 1
