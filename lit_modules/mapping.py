@@ -9,10 +9,11 @@ from torch.func import functional_call
 
 from lit_modules.supervised import SupervisedModule
 from nets.mapping import LatentMapping
-from nets.mapping.generator import Activation, Strategy
+from nets.mapping.generator import Activation, Modulation, Strategy
 from nets.mapping.groups import Allocation
 from nets.mapping.loss_weights import LossWeights, Scheme
 from nets.mapping.projectors import ProjectorKind
+from nets.mapping.prune import Schedule
 
 
 def adam_latent(params: Any) -> torch.optim.Optimizer:
@@ -27,6 +28,9 @@ class MappingNetModule(SupervisedModule):
     Loss (Eq. 26): task + lambda_stab * E||f(z + eps) - f(z)||^2 (on ``stab_samples`` samples of the batch,
     eps ~ N(0, stab_sigma^2)) + lambda_smooth * ||dtheta/dz||_F^2 (closed form) + lambda_align * (1 - cos).
     Mapping arguments are those of :class:`LatentMapping`; ``lambda_scheme`` is that of :class:`LossWeights`.
+    The ablations of Tables 8-9 are its flags (docs/mapping_networks.md): ``alpha`` 0 (WM), ``modulation``
+    (LV + WMAP), ``projector: trainable`` with ``mapper_hidden``/``mapper_bias``/``train_latent`` (Full DNN,
+    LV + FullDNN), ``prune_*`` (Prune); LRD is a low-rank target net (``nets.CNN2`` ``fc1_rank``).
     """
 
     def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
@@ -34,7 +38,9 @@ class MappingNetModule(SupervisedModule):
                  projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0,
                  alpha: Union[float, list[float]] = 1e-5, activation: Activation = "identity",
                  bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
-                 latent_init_std: float = 0.0, mapping_seed: int = 0,
+                 latent_init_std: float = 0.0, mapping_seed: int = 0, modulation: Modulation = "latent",
+                 mapper_hidden: int = 0, mapper_bias: bool = False, train_latent: bool = True,
+                 prune_amount: float = 0.0, prune_start_step: int = 0, prune_schedule: Schedule = "fixed",
                  lambda_scheme: Scheme = "fixed", lambda_stab: float = 0.01, lambda_smooth: float = 0.01,
                  lambda_align: float = 0.01, stab_sigma: float = 0.01, stab_samples: int = 32,
                  task: Literal["classification", "regression"] = "classification", num_classes: int = 10,
@@ -44,24 +50,31 @@ class MappingNetModule(SupervisedModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         if stab_sigma <= 0 or stab_samples <= 0:
             raise ValueError(f"stab_sigma and stab_samples must be positive, got {stab_sigma}, {stab_samples}")
+        if mapper_hidden and (lambda_smooth > 0 or lambda_align > 0):
+            raise ValueError("the smoothness and alignment terms have a closed form only for a linear mapper: with "
+                             "mapper_hidden > 0 set lambda_smooth and lambda_align to 0")
         net.requires_grad_(False)
         self.mapping = LatentMapping(net, strategy, latent_dim, latent_dims, allocation, projector, dense_limit_mb,
-                                     alpha, activation, bias, gain, latent_init_std, mapping_seed)
+                                     alpha, activation, bias, gain, latent_init_std, mapping_seed, modulation,
+                                     mapper_hidden, mapper_bias, train_latent, prune_amount, prune_start_step,
+                                     prune_schedule)
         self.loss_weights = LossWeights(lambda_scheme, (lambda_stab, lambda_smooth, lambda_align))
         rank_zero_info(f"mapping: {strategy} latents {self.mapping.dims} (sum {self.mapping.latent_count()}) "
                        f"over groups of {self.mapping.sizes}; projectors "
                        f"{[p.kind for p in self.mapping.projectors]}, {self.mapping.memory_bytes() / 2**20:.1f} MB")
 
     # ------------------------------------------------------------------ generation and forward
-    def generated(self, latents: Optional[list[Tensor]] = None) -> tuple[dict[str, Tensor], list]:
-        return self.mapping(dict(self.net.named_parameters()), latents)
+    def generated(self, latents: Optional[list[Tensor]] = None, refresh_mask: bool = False
+                  ) -> tuple[dict[str, Tensor], list]:
+        return self.mapping(dict(self.net.named_parameters()), latents, refresh_mask)
 
     def forward(self, x: Tensor) -> Tensor:
         return functional_call(self.net, self.generated()[0], (x,))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        params, aux = self.generated()
+        mask = self.mapping.mask
+        params, aux = self.generated(refresh_mask=mask is not None and mask.due(self.global_step))
         out = functional_call(self.net, params, (x,))
         task = self.loss_fn(out.reshape(y.shape) if self.task == "regression" else out, y)
         terms = self.regularisers(x, out, aux)
@@ -69,7 +82,7 @@ class MappingNetModule(SupervisedModule):
         self.track_train(loss, out.detach(), y)
         latents = list(self.mapping.latents)
         z_sq = sum(z.detach().square().sum() for z in latents)
-        shift = sum(a * z.detach().square().sum() for a, z in zip(self.mapping.alphas, latents))
+        shift = sum(self.mapping.shift(g, z).detach() for g, z in enumerate(latents))
         lam = self.loss_weights.lambdas().detach()
         self.log_dict({"train/task_loss": task.detach(), "train/z_norm": z_sq.sqrt(), "train/mod_shift": shift,
                        **{f"train/{k}": v.detach() for k, v in terms.items()},
@@ -107,9 +120,12 @@ class MappingNetModule(SupervisedModule):
 
     # ------------------------------------------------------------------ counts, results, checkpoints
     def parameter_counts(self) -> dict[str, int]:
-        """The paper's count: trainable_params = sum of latent lengths (lambdas listed separately)."""
-        return {"trainable_params": self.mapping.latent_count(),
+        """The paper's count: trainable_params = latent entries, plus modulation vectors and mapper weights when
+        those are trained (ablations); lambdas listed separately; inference_params = generated entries the net
+        uses (fewer once a pruning mask exists)."""
+        return {"trainable_params": self.mapping.trainable_count(), "latent_params": self.mapping.latent_count(),
                 "total_params": sum(p.numel() for p in self.net.parameters()),
+                "inference_params": self.mapping.inference_count(),
                 "lambda_params": sum(p.numel() for p in self.loss_weights.parameters()),
                 "mapper_bytes": self.mapping.memory_bytes()}
 

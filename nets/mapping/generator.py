@@ -6,7 +6,10 @@ Per group g (the whole net for SLVT, one layer group for LWT), with W_g fixed an
 
 for each tensor t of the group. ``alpha * ||z||^2`` is Eq. 20's modulation w_ij <- w_ij + alpha z_i
 (W' z = W z + alpha ||z||^2 1); s_t is a fixed per-tensor gain; b_t is the tensor's initial value (``bias="init"``,
-so alpha = 0 is random-subspace training) or zero. Only the latents are parameters of this module.
+so alpha = 0 is random-subspace training) or zero. Only the latents are parameters of this module, except in the
+ablations (Tables 8-9): ``modulation="separate"`` (LV + WMAP) shifts by alpha <m_g, z_g> with a trainable m_g
+instead; ``projector="trainable"`` (Full DNN, LV + FullDNN) trains the mapper; ``train_latent=False`` fixes z
+(Full DNN); ``prune_amount`` masks the generated tensors (:mod:`nets.mapping.prune`).
 """
 import math
 from typing import Literal, Optional, Union
@@ -16,9 +19,11 @@ from torch import Tensor, nn
 
 from nets.mapping.groups import Allocation, allocate, layer_groups
 from nets.mapping.projectors import ProjectorKind, make_projector
+from nets.mapping.prune import MagnitudeMask, Schedule
 
 Strategy = Literal["slvt", "lwt"]
 Activation = Literal["identity", "tanh"]
+Modulation = Literal["latent", "separate"]
 
 
 class LatentMapping(nn.Module):
@@ -37,6 +42,12 @@ class LatentMapping(nn.Module):
         gain: ``none`` or ``init_std`` (s_t proportional to the std of tensor t at init, mean s^2 = 1 per group).
         latent_init_std: std of the initial latents (0: start at z = 0).
         seed: seed of the projections; group g uses ``seed * 1_000_003 + g``.
+        modulation: ``latent`` (Eq. 20: shift alpha ||z||^2) or ``separate`` (LV + WMAP: shift alpha <m, z>,
+            m trainable, one vector of length d_g per group, started at 0).
+        mapper_hidden, mapper_bias: hidden width and biases of a ``trainable`` projector (Full DNN).
+        train_latent: False fixes the latents (Full DNN); they then need ``latent_init_std`` > 0.
+        prune_amount, prune_start_step, prune_schedule: a :class:`MagnitudeMask` on the generated tensors
+            (``prune_amount`` 0: none).
     """
 
     def __init__(self, net: nn.Module, strategy: Strategy = "slvt", latent_dim: int = 1024,
@@ -44,7 +55,9 @@ class LatentMapping(nn.Module):
                  projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0,
                  alpha: Union[float, list[float]] = 1e-5, activation: Activation = "identity",
                  bias: Literal["init", "zero"] = "init", gain: Literal["none", "init_std"] = "init_std",
-                 latent_init_std: float = 0.0, seed: int = 0) -> None:
+                 latent_init_std: float = 0.0, seed: int = 0, modulation: Modulation = "latent",
+                 mapper_hidden: int = 0, mapper_bias: bool = False, train_latent: bool = True,
+                 prune_amount: float = 0.0, prune_start_step: int = 0, prune_schedule: Schedule = "fixed") -> None:
         super().__init__()
         params = dict(net.named_parameters())
         if not params:
@@ -55,6 +68,11 @@ class LatentMapping(nn.Module):
             raise ValueError(f"unknown activation/bias/gain: {activation!r}/{bias!r}/{gain!r}")
         if latent_init_std < 0:
             raise ValueError(f"latent_init_std must be >= 0, got {latent_init_std}")
+        if modulation not in ("latent", "separate"):
+            raise ValueError(f"modulation must be latent or separate, got {modulation!r}")
+        if not train_latent and (projector != "trainable" or latent_init_std == 0):
+            raise ValueError("a fixed latent (train_latent false) needs projector trainable (else nothing trains) "
+                             "and latent_init_std > 0 (else z = 0 carries no information)")
         self.groups = [list(params)] if strategy == "slvt" else layer_groups(net)
         self.shapes = {name: tuple(p.shape) for name, p in params.items()}
         sizes = [sum(params[n].numel() for n in group) for group in self.groups]
@@ -64,13 +82,21 @@ class LatentMapping(nn.Module):
             raise ValueError(f"alpha has {len(alphas)} values but there are {len(self.groups)} groups")
         self.alphas, self.activation, self.use_bias, self.seed = [float(a) for a in alphas], activation, bias == "init", seed
         self.sizes, self.dims = sizes, dims
-        self.latents = nn.ParameterList(nn.Parameter(torch.randn(d) * latent_init_std) for d in dims)
-        self.projectors = nn.ModuleList(make_projector(projector, p, d, seed * 1_000_003 + g, dense_limit_mb)
+        self.latents = nn.ParameterList(nn.Parameter(torch.randn(d) * latent_init_std, requires_grad=train_latent)
+                                        for d in dims)
+        self.modulators = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims) \
+            if modulation == "separate" else None
+        self.projectors = nn.ModuleList(make_projector(projector, p, d, seed * 1_000_003 + g, dense_limit_mb,
+                                                       mapper_hidden, mapper_bias)
                                         for g, (p, d) in enumerate(zip(sizes, dims)))
         gains = [self._gains([params[n] for n in group]) if gain == "init_std" else torch.ones(len(group))
                  for group in self.groups]
         self.register_buffer("gains", torch.cat(gains))  # one scalar per tensor: persistent, tiny
+        self.mask = MagnitudeMask(self.shapes, prune_amount, prune_start_step, prune_schedule) \
+            if prune_amount > 0 else None
         for g, proj in enumerate(self.projectors):
+            if proj.kind == "trainable":  # its W changes: _column_mean / _row_sq_norms compute them live
+                continue
             # W^T 1 / P (alignment) and row norms (smoothness): fixed, regenerated with the projection
             self.register_buffer(f"column_mean_{g}", proj.transpose(torch.full((proj.out_features,),
                                                                                 1 / proj.out_features)),
@@ -105,6 +131,29 @@ class LatentMapping(nn.Module):
     def latent_count(self) -> int:
         return sum(self.dims)
 
+    def trainable_count(self) -> int:
+        """Entries trained: latents (unless fixed), modulation vectors and a trainable mapper's weights."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def inference_count(self) -> int:
+        """Generated entries the target uses: all of them, or those the pruning mask keeps."""
+        return sum(self.sizes) if self.mask is None else self.mask.kept()
+
+    def shift(self, g: int, z: Tensor) -> Tensor:
+        """The uniform modulation shift of group g: alpha ||z||^2 (Eq. 20) or alpha <m, z> (LV + WMAP)."""
+        v = z if self.modulators is None else self.modulators[g]
+        return self.alphas[g] * (v @ z)
+
+    def _column_mean(self, g: int) -> Tensor:
+        proj = self.projectors[g]
+        if proj.kind == "trainable":
+            return proj.transpose(torch.full((proj.out_features,), 1 / proj.out_features, device=self.gains.device))
+        return getattr(self, f"column_mean_{g}")
+
+    def _row_sq_norms(self, g: int) -> Tensor:
+        proj = self.projectors[g]
+        return proj.row_sq_norms() if proj.kind == "trainable" else getattr(self, f"row_sq_norms_{g}")
+
     def memory_bytes(self) -> int:
         return sum(p.memory_bytes() for p in self.projectors)
 
@@ -116,14 +165,15 @@ class LatentMapping(nn.Module):
     def act(self, a: Tensor) -> Tensor:
         return torch.tanh(a) if self.activation == "tanh" else a
 
-    def forward(self, base: dict[str, Tensor], latents: Optional[list[Tensor]] = None
+    def forward(self, base: dict[str, Tensor], latents: Optional[list[Tensor]] = None, refresh_mask: bool = False
                 ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor, list[Tensor]]]]:
-        """Generated tensors by name, and per group (z, W z, pre-activations) for the loss terms."""
+        """Generated tensors by name (masked once a pruning mask exists; ``refresh_mask`` first recomputes it
+        from these tensors), and per group (z, W z, pre-activations) for the loss terms."""
         latents = list(self.latents) if latents is None else latents
         out, aux, k = {}, [], 0
         for g, (names, proj, z) in enumerate(zip(self.groups, self.projectors, latents)):
             u = proj(z)
-            pre = u + self.alphas[g] * z.square().sum()
+            pre = u + self.shift(g, z)
             pieces = []
             # split, not slicing: each slice's backward would write a full-size zero tensor (O(P) per tensor)
             for name, piece in zip(names, pre.split([math.prod(self.shapes[n]) for n in names])):
@@ -134,31 +184,44 @@ class LatentMapping(nn.Module):
                 out[name] = self.act(a).view(self.shapes[name])
                 k += 1
             aux.append((z, u, pieces))
+        if self.mask is not None:
+            if refresh_mask:
+                self.mask.refresh(out)
+            out = self.mask(out)
         return out, aux
 
     def smoothness(self, aux: list[tuple[Tensor, Tensor, list[Tensor]]]) -> Tensor:
         """||d theta / d z||_F^2 in closed form (Eq. 29), summed over groups; O(P), no autograd Jacobian.
 
-        J = diag(act'(a) s) (W + 2 alpha 1 z^T), so ||J||^2 = sum_j act'(a_j)^2 s_j^2 (|W_j|^2 + 4 alpha W_j z
-        + 4 alpha^2 |z|^2)."""
+        J = diag(act'(a) s k) (W + 1 c^T) with c = d shift / dz (2 alpha z, or alpha m for ``separate``) and k the
+        pruning mask (1 without), so ||J||^2 = sum_j act'(a_j)^2 s_j^2 k_j (|W_j|^2 + 2 (W c)_j + |c|^2)."""
         total, k = 0.0, 0
         for g, (z, u, pieces) in enumerate(aux):
-            alpha, rows = self.alphas[g], getattr(self, f"row_sq_norms_{g}")
+            alpha, rows = self.alphas[g], self._row_sq_norms(g)
+            if self.modulators is None:
+                c, wc = 2 * alpha * z, 2 * alpha * u
+            else:
+                c = alpha * self.modulators[g]
+                wc = self.projectors[g](c)
             a_all = torch.cat(pieces) if self.activation == "tanh" else None
             gain2 = torch.cat([self.gains[k + i].square().expand(p.numel()) for i, p in enumerate(pieces)])
             k += len(pieces)
             weight = gain2 * (1 - torch.tanh(a_all).square()).square() if self.activation == "tanh" else gain2
-            total = total + (weight * (rows + 4 * alpha * u + 4 * alpha ** 2 * z.square().sum())).sum()
+            if self.mask is not None and bool(self.mask.ready):
+                weight = weight * torch.cat([self.mask.keep(n).reshape(-1) for n in self.groups[g]])
+            total = total + (weight * (rows + 2 * wc + c.square().sum())).sum()
         return total
 
     def alignment(self, latents: Optional[list[Tensor]] = None) -> Tensor:
-        """Sum over groups of 1 - cos(z, W'^m), W'^m = W^T 1 / P + alpha z (row mean of modulated W; Eq. 30).
+        """Sum over groups of 1 - cos(z, W'^m), W'^m = W^T 1 / P + alpha v (row mean of modulated W; Eq. 30; v = z,
+        or m for ``separate``).
 
         At z = 0 (the default start) the cosine is undefined; it is taken as 0 there, with zero gradient."""
         latents = list(self.latents) if latents is None else latents
         total = 0.0
         for g, z in enumerate(latents):
-            mean_row = getattr(self, f"column_mean_{g}") + self.alphas[g] * z
+            v = z if self.modulators is None else self.modulators[g]
+            mean_row = self._column_mean(g) + self.alphas[g] * v
             norms = z.norm() * mean_row.norm()
             total = total + 1 - torch.where(norms > 0, z @ mean_row / norms.clamp_min(1e-30), 0.0)
         return total

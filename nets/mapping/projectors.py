@@ -1,4 +1,5 @@
-"""Fixed column-orthonormal projections R^d -> R^P, regenerated from a seed (never stored in checkpoints).
+"""Fixed column-orthonormal projections R^d -> R^P, regenerated from a seed (never stored in checkpoints), and
+the trainable mapper of the Full DNN ablations (whose weights are parameters, hence in checkpoints).
 
 ``DenseProjector`` holds the exact P x d matrix (small targets only). ``HadamardProjector`` stacks
 m = ceil(P / n) randomized Hadamard blocks Q_b = (1/n) H D2_b Pi_b H D1 (n = 2^ceil(log2 d), z zero-padded
@@ -180,17 +181,72 @@ def check_sizes(out_features: int, in_features: int) -> None:
                          "orthonormal columns need latent size <= parameter count")
 
 
-Projector = DenseProjector | HadamardProjector
-ProjectorKind = Literal["auto", "dense", "hadamard"]
+class TrainableProjector(nn.Module):
+    """A trained mapper d -> P (the Full DNN and LV + FullDNN ablations, Table 8); its weights are parameters.
+
+    ``hidden`` = 0: one P x d matrix, started at the seeded orthonormal W of :class:`DenseProjector`.
+    ``hidden`` > 0: d -> hidden (tanh) -> P, the first layer seeded orthogonal and the output layer started at
+    zero (so the generated net starts at its bias b, like z = 0 in the fixed mapper). ``bias`` gives every layer
+    a trainable bias (started at 0)."""
+
+    kind = "trainable"
+
+    def __init__(self, out_features: int, in_features: int, seed: int, hidden: int = 0, bias: bool = False) -> None:
+        super().__init__()
+        check_sizes(out_features, in_features)
+        if hidden < 0:
+            raise ValueError(f"mapper_hidden must be >= 0, got {hidden}")
+        self.out_features, self.in_features, self.seed, self.hidden = out_features, in_features, seed, hidden
+        if hidden == 0:
+            layer = nn.Linear(in_features, out_features, bias=bias)
+            with torch.no_grad():
+                layer.weight.copy_(DenseProjector(out_features, in_features, seed).weight)
+            self.layers = nn.Sequential(layer)
+        else:
+            first, last = nn.Linear(in_features, hidden, bias=bias), nn.Linear(hidden, out_features, bias=bias)
+            with torch.no_grad():
+                nn.init.orthogonal_(first.weight, generator=_generator(seed))
+                last.weight.zero_()
+            self.layers = nn.Sequential(first, nn.Tanh(), last)
+        for layer in self.layers:
+            if getattr(layer, "bias", None) is not None:
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layers(z)
+
+    def _matrix(self) -> Tensor:
+        if self.hidden:
+            raise ValueError("the smoothness and alignment terms have a closed form only for a linear mapper "
+                             "(mapper_hidden 0); set lambda_smooth and lambda_align to 0")
+        return self.layers[0].weight
+
+    def transpose(self, g: Tensor) -> Tensor:
+        return self._matrix().T @ g
+
+    def row_sq_norms(self) -> Tensor:
+        return self._matrix().square().sum(1)
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.parameters(), *self.buffers()))
+
+
+Projector = DenseProjector | HadamardProjector | TrainableProjector
+ProjectorKind = Literal["auto", "dense", "hadamard", "trainable"]
 
 
 def make_projector(kind: ProjectorKind, out_features: int, in_features: int, seed: int,
-                   dense_limit_mb: float = 8.0) -> Projector:
-    """``auto`` picks the exact dense matrix when it fits in ``dense_limit_mb`` (fp32), else Hadamard blocks."""
+                   dense_limit_mb: float = 8.0, hidden: int = 0, bias: bool = False) -> Projector:
+    """``auto`` picks the exact dense matrix when it fits in ``dense_limit_mb`` (fp32), else Hadamard blocks;
+    ``trainable`` is :class:`TrainableProjector` (``hidden``, ``bias``), the only kind with a hidden layer or bias."""
+    if kind == "trainable":
+        return TrainableProjector(out_features, in_features, seed, hidden, bias)
+    if hidden or bias:
+        raise ValueError(f"mapper_hidden and mapper_bias need projector trainable, got projector {kind!r}")
     if kind == "auto":
         kind = "dense" if 4 * out_features * in_features <= dense_limit_mb * 2**20 else "hadamard"
     if kind == "dense":
         return DenseProjector(out_features, in_features, seed)
     if kind == "hadamard":
         return HadamardProjector(out_features, in_features, seed)
-    raise ValueError(f"projector must be auto, dense or hadamard, got {kind!r}")
+    raise ValueError(f"projector must be auto, dense, hadamard or trainable, got {kind!r}")
