@@ -5,6 +5,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor
 
 from callbacks.ncf import (PGAResult, first_iteration_objective, growth_objective, growth_problems, pga,
@@ -31,7 +32,11 @@ class NeuronPursuit(Callback):
         max_iterations: NP iteration cap (31 in the paper).
         stop_rel_err: stop when the relative training error is below this.
         stop_class_err: if set, stop when the training classification error is at most this instead.
-        balance: rebalance the hidden neurons before every growth (PVR).
+        balance: rebalance the hidden neurons before every growth (PVR; ``GrowableNet.balance``), logging the
+            balance ratios ||in||^2 / (p ||out||^2) before and after.
+        long_stage_epochs, long_stage_below_loss: if set, once a stage ends with training loss (mean squared
+            error) below ``long_stage_below_loss``, every later stage lasts ``long_stage_epochs`` epochs
+            (Gaussian tasks: 100k GD steps per iteration, 300k once the loss is < 0.05).
         seed: seed of the PGA starts (own generator, saved in checkpoints).
     """
 
@@ -39,7 +44,8 @@ class NeuronPursuit(Callback):
                  pga_lr_first: Optional[float] = None, pga_steps_first: Optional[int] = None,
                  delta_first: float = 0.25, delta_rel: float = 0.01, shrink: float = 0.8, backtracks_first: int = 4,
                  backtracks_later: int = 10, max_iterations: int = 31, stop_rel_err: float = 1e-3,
-                 stop_class_err: Optional[float] = None, balance: bool = False, seed: int = 0) -> None:
+                 stop_class_err: Optional[float] = None, balance: bool = False,
+                 long_stage_epochs: Optional[int] = None, long_stage_below_loss: float = 0.05, seed: int = 0) -> None:
         for name, value in (("epochs_per_stage", epochs_per_stage), ("restarts", restarts),
                             ("max_iterations", max_iterations)):
             if value < 1:
@@ -49,6 +55,8 @@ class NeuronPursuit(Callback):
                 raise ValueError(f"NeuronPursuit.{name} must be positive, got {value}")
         if pga_steps < 0 or backtracks_first < 0 or backtracks_later < 0:
             raise ValueError("NeuronPursuit.pga_steps and the backtrack counts must be >= 0")
+        if long_stage_epochs is not None and long_stage_epochs < 1:
+            raise ValueError(f"NeuronPursuit.long_stage_epochs must be >= 1, got {long_stage_epochs}")
         if not 0 < shrink < 1:
             raise ValueError(f"NeuronPursuit.shrink must be in (0, 1), got {shrink}")
         self.epochs_per_stage, self.restarts = epochs_per_stage, restarts
@@ -59,6 +67,9 @@ class NeuronPursuit(Callback):
         self.backtracks_first, self.backtracks_later = backtracks_first, backtracks_later
         self.max_iterations, self.stop_rel_err, self.stop_class_err = max_iterations, stop_rel_err, stop_class_err
         self.balance = balance
+        self.long_stage_epochs, self.long_stage_below_loss = long_stage_epochs, long_stage_below_loss
+        self.stage_end = epochs_per_stage  # epochs completed when the current stage ends
+        self.long_stages = False
         self.generator = torch.Generator().manual_seed(seed)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
@@ -66,10 +77,9 @@ class NeuronPursuit(Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.world_size > 1:
-            raise ValueError("NeuronPursuit runs on one device: full-batch GD on the small synthetic tasks gains "
-                             "nothing from DDP, and growth replaces parameters DDP has wrapped; use "
-                             "--trainer.devices 1")
+        if trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
+            raise ValueError("NeuronPursuit runs on one device or under DDP (--trainer.strategy ddp): rank 0 grows "
+                             f"the net and broadcasts it; {type(trainer.strategy).__name__} is not supported")
         if not hasattr(pl_module, "net") or not hasattr(pl_module.net, "add_neuron"):
             raise ValueError("NeuronPursuit needs a module with a growable `net` (lit_modules.NeuronPursuitModule)")
         if not hasattr(trainer.datamodule, "train_tensors"):
@@ -78,20 +88,57 @@ class NeuronPursuit(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.iteration == 0:
-            self._first_iteration(trainer, pl_module)
+            self._on_rank_zero(trainer, pl_module, self._first_iteration)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.epochs_per_stage == 0 and self.stop_reason is None:
-            self._end_stage(trainer, pl_module)
+        if trainer.current_epoch + 1 == self.stage_end and self.stop_reason is None:
+            self._on_rank_zero(trainer, pl_module, self._end_stage)
+
+    def _on_rank_zero(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: Any) -> None:
+        """Run an NP step; under DDP only rank 0 runs it and the others copy its net, NP state and stop flag.
+
+        The ranks' nets are identical before (same data, all-reduced gradients), so only the decision travels.
+        """
+        if trainer.world_size == 1:
+            return step(trainer, pl_module)
+        net = pl_module.net
+        if trainer.is_global_zero:
+            step(trainer, pl_module)
+        state = trainer.strategy.broadcast({"np": self.state_dict(), "should_stop": trainer.should_stop,
+                                            "weights": [w.detach().cpu() for w in net.weights]}, src=0)
+        if trainer.is_global_zero:
+            return
+        widths = [w.shape[0] for w in state["weights"][:-1]]
+        grown = widths != net.widths
+        if grown:
+            net.resize(widths)
+        with torch.no_grad():
+            for w, saved in zip(net.weights, state["weights"]):
+                w.copy_(saved)
+        self.load_state_dict(state["np"])
+        trainer.should_stop = state["should_stop"]
+        if grown:
+            if hasattr(pl_module, "start_stage"):
+                pl_module.start_stage()
+            trainer.strategy.setup_optimizers(trainer)
+
+    @property
+    def stage_epochs(self) -> int:
+        """Length of the next stage in epochs."""
+        return self.long_stage_epochs if self.long_stages else self.epochs_per_stage
 
     def state_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "history": self.history, "stop_reason": self.stop_reason,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "stage_end": self.stage_end,
+                "long_stages": self.long_stages}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.iteration, self.history = state_dict["iteration"], state_dict["history"]
         self.stop_reason = state_dict["stop_reason"]
         self.generator.set_state(state_dict["generator"])
+        # checkpoints from before variable stage lengths: every stage was epochs_per_stage long
+        self.long_stages = state_dict.get("long_stages", False)
+        self.stage_end = state_dict.get("stage_end", self.epochs_per_stage * max(self.iteration, 1))
 
     def summary(self) -> dict[str, Any]:
         """Entries for results.json."""
@@ -136,8 +183,7 @@ class NeuronPursuit(Callback):
         net = pl_module.net
         x, y = self._data(trainer, pl_module)
         start = time.perf_counter()
-        if self.balance:
-            net.balance()
+        balance_log = self._balance(net) if self.balance else {}
         results = [self._pga(growth_objective(g, c, net.alpha, net.power), g.shape[1] + c.shape[1], False, x)
                    for g, c in growth_problems(net, x, y)]
         values = torch.stack([r.values for r in results])  # (layers, restarts)
@@ -148,7 +194,8 @@ class NeuronPursuit(Callback):
         self.iteration += 1
         record = {"iteration": self.iteration, "ncf": values.T.tolist(), "layer": l + 1, "n_max": n_max,
                   "kkt": float(results[l].kkt[h]), "balance_ratio": float(a.square().sum() / (net.power * b.square().sum())),
-                  "resampled": sum(r.resampled for r in results), "pga_seconds": time.perf_counter() - start}
+                  "resampled": sum(r.resampled for r in results), "pga_seconds": time.perf_counter() - start,
+                  **balance_log}
         if n_max <= 0:
             self.iteration -= 1  # nothing was added
             return self._not_applicable(trainer, record)
@@ -161,7 +208,23 @@ class NeuronPursuit(Callback):
             net.weights[l + 1][:, -1].copy_(d * b)
 
         self._insert(pl_module, record, place, x, y, delta, loss_prev, self.backtracks_later, degree=net.power + 1)
+        if hasattr(pl_module, "start_stage"):  # lr schedule of the new stage (before the optimizer reads lr)
+            pl_module.start_stage()
         trainer.strategy.setup_optimizers(trainer)  # the grown weights are new Parameter objects
+
+    @staticmethod
+    def _balance(net: Any) -> dict[str, Any]:
+        """Rebalance ``net``; the extreme ratios ||in||^2 / (p ||out||^2) before and after, and the sweeps."""
+        def extremes(tag: str) -> dict[str, float]:
+            ratios = torch.cat(net.balance_ratios())
+            ratios = ratios[ratios.isfinite() & (ratios > 0)]  # dead neurons have no ratio
+            if not len(ratios):
+                return {}
+            return {f"balance_min_{tag}": float(ratios.min()), f"balance_max_{tag}": float(ratios.max())}
+
+        before = extremes("before")
+        sweeps = net.balance()
+        return {**before, **extremes("after"), "balance_sweeps": sweeps}
 
     def _insert(self, pl_module: pl.LightningModule, record: dict[str, Any], place: Any, x: Tensor, y: Tensor,
                 delta: float, loss_ref: float, backtracks: int, degree: int) -> None:
@@ -175,7 +238,7 @@ class NeuronPursuit(Callback):
         # first-order drop of mean((H - Y)^2) for a mean-normalised NCF value n_max (Lemmas 12-13)
         predicted = 2 * delta ** degree * record["n_max"] / y.shape[1]
         record.update(delta=delta, backtracks=t, loss_before=loss_ref, loss_after=loss, predicted_drop=predicted,
-                      actual_drop=loss_ref - loss, widths=pl_module.net.widths)
+                      actual_drop=loss_ref - loss, widths=pl_module.net.widths, stage_epochs=self.stage_epochs)
         self.history.append(record)
 
     def _not_applicable(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
@@ -198,6 +261,11 @@ class NeuronPursuit(Callback):
         if record["layer"]:  # how far the newest neuron has grown from its O(delta) start
             l = record["layer"]
             record["new_neuron_norm"] = float(torch.cat([net.weights[l - 1][-1], net.weights[l][:, -1]]).norm())
+        schedule = getattr(pl_module, "lr_schedule", None)
+        if schedule is not None and schedule.every is not None:
+            record.update(lr_halvings=schedule.halvings, lr_end=schedule.lr)
+        if self.long_stage_epochs is not None and train["loss"] < self.long_stage_below_loss:
+            self.long_stages = True
         self._log(pl_module, record)
         if self.stop_class_err is not None:
             done = train["class_err"] <= self.stop_class_err
@@ -207,6 +275,7 @@ class NeuronPursuit(Callback):
             self.stop_reason = "converged" if done else "max_iterations"
             trainer.should_stop = True
             return
+        self.stage_end += self.stage_epochs
         self._grow(trainer, pl_module)
 
     def _log(self, pl_module: pl.LightningModule, record: dict[str, Any]) -> None:

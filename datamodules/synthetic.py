@@ -141,3 +141,41 @@ class ModularAdditionDataModule(FullBatchDataModule):
         order = torch.randperm(p * p, generator=generator)
         train, test = order[:self.n_train], order[self.n_train:]
         return {"train": (x[train], y[train]), "test": (x[test], y[test])}
+
+
+def pvr_target(bits: Tensor, x: Tensor) -> Tensor:
+    """f(p, x) = x_p x_{p+1}: the 4 +-1 bits give p = 1 + binary value (MSB first, -1 -> 0), x_17 := x_1."""
+    n = x.shape[1]
+    weights = 2 ** torch.arange(bits.shape[1] - 1, -1, -1)
+    p = (((bits + 1) / 2).long() * weights).sum(1)  # 0-based pointer
+    rows = torch.arange(len(x))
+    return x[rows, p] * x[rows, (p + 1) % n]
+
+
+class PointerValueDataModule(FullBatchDataModule):
+    """Pointer value retrieval (Sec. 5.4): inputs [p, 1, x] with p in {+-1}^4 (symmetric binary pointer) and
+    x in {+-1}^16, every entry an independent fair sign; target x_p x_{p+1}.
+
+    The pointer value 16 (p = (1, 1, 1, 1)) has no x_17: it wraps around to x_1 (the paper leaves it open).
+
+    Args:
+        n_train, n_test: samples (100,000 each in the paper).
+        seed: seed of both sets.
+    """
+
+    POINTER_BITS, LENGTH = 4, 16
+
+    def __init__(self, n_train: int = 100_000, n_test: int = 100_000, seed: int = 0, test_chunk: int = 20000) -> None:
+        super().__init__(seed, test_chunk)
+        if n_train < 1 or n_test < 1:
+            raise ValueError(f"data.n_train and data.n_test must be >= 1, got {n_train}, {n_test}")
+        self.n_train, self.n_test = n_train, n_test
+
+    def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
+        out = {}
+        for split, n in (("train", self.n_train), ("test", self.n_test)):
+            signs = sample_inputs("hypercube", n, self.POINTER_BITS + self.LENGTH, generator)
+            bits, x = signs[:, :self.POINTER_BITS], signs[:, self.POINTER_BITS:]
+            inputs = torch.cat([bits, torch.ones(n, 1, dtype=signs.dtype), x], 1)
+            out[split] = (inputs, pvr_target(bits, x)[:, None])
+        return out

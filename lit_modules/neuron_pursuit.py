@@ -1,11 +1,59 @@
 """Full-batch gradient descent on a growable homogeneous network (the GD stages of Neuron Pursuit)."""
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
 from nets.growable import GrowableNet
+
+
+class HalvingSchedule:
+    """PVR's GD schedule: every ``every`` steps, if the loss rose since the last check, restore that check's
+    weights and halve lr (at most ``max_halvings`` times per stage); otherwise the check becomes the new reference.
+    """
+
+    def __init__(self, lr: float, every: Optional[int], max_halvings: int) -> None:
+        self.base_lr, self.every, self.max_halvings = lr, every, max_halvings
+        self.events: list[dict[str, Any]] = []  # every halving of the run
+        self.restart()
+
+    def restart(self) -> None:
+        self.lr, self.halvings, self.steps = self.base_lr, 0, 0
+        self.ref_loss: Optional[float] = None
+        self.ref_weights: Optional[list[Tensor]] = None
+
+    @torch.no_grad()
+    def begin(self, params: list[Tensor], loss: Callable[[], Tensor]) -> None:
+        """Take the stage's starting point as the first reference (restarts if the widths changed unannounced)."""
+        shapes = [p.shape for p in params]
+        if self.ref_weights is not None and [w.shape for w in self.ref_weights] != shapes:
+            self.restart()
+        if self.ref_loss is None:
+            self.ref_loss, self.ref_weights = float(loss()), [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def tick(self, params: list[Tensor], loss: Callable[[], Tensor]) -> bool:
+        """Count one GD step (``params`` already updated); True when lr was halved and the weights restored."""
+        self.steps += 1
+        if self.steps % self.every:
+            return False
+        current = float(loss())
+        if current > self.ref_loss and self.halvings < self.max_halvings:
+            for p, saved in zip(params, self.ref_weights):
+                p.copy_(saved)
+            self.lr, self.halvings = self.lr / 2, self.halvings + 1
+            self.events.append({"stage_step": self.steps, "loss": current, "ref_loss": self.ref_loss, "lr": self.lr})
+            return True
+        self.ref_loss, self.ref_weights = current, [p.detach().clone() for p in params]
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("lr", "halvings", "steps", "ref_loss", "ref_weights", "events")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
 
 
 class NeuronPursuitModule(pl.LightningModule):
@@ -24,12 +72,17 @@ class NeuronPursuitModule(pl.LightningModule):
         classification: also report the argmax classification error (one-hot targets).
         stop_rel_err: if set, stop when the relative training error falls below it (the GD baseline's rule;
             under Neuron Pursuit the callback decides instead).
+        lr_check_every: if set, every this many GD steps of a stage compare the training loss with the previous
+            check (or the stage start); if it rose, halve lr and restore the weights of that check (PVR, App. C).
+        lr_max_halvings: at most this many halvings per stage; ``start_stage`` (called by ``NeuronPursuit`` after
+            every growth) restores ``lr`` and the count.
     """
 
     def __init__(self, in_features: int, out_features: int = 1, depth: int = 3, alpha: float = 0.0, power: int = 1,
                  widths: Optional[Sequence[int]] = None, lr: float = 0.005, gd_steps_per_batch: int = 1000,
                  init_radius: float = 0.0, classification: bool = False,
-                 stop_rel_err: Optional[float] = None) -> None:
+                 stop_rel_err: Optional[float] = None, lr_check_every: Optional[int] = None,
+                 lr_max_halvings: int = 4) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"model.lr must be positive, got {lr}")
@@ -37,11 +90,16 @@ class NeuronPursuitModule(pl.LightningModule):
             raise ValueError(f"model.gd_steps_per_batch must be >= 1, got {gd_steps_per_batch}")
         if init_radius < 0:
             raise ValueError(f"model.init_radius must be >= 0, got {init_radius}")
+        if lr_check_every is not None and lr_check_every < 1:
+            raise ValueError(f"model.lr_check_every must be >= 1, got {lr_check_every}")
+        if lr_max_halvings < 0:
+            raise ValueError(f"model.lr_max_halvings must be >= 0, got {lr_max_halvings}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = GrowableNet(in_features, out_features, depth, alpha, power, widths)
         self.monitor, self.monitor_mode = None, "min"  # NP tests the last weights
         self._test_sums: dict[str, float] = {}
+        self.lr_schedule = HalvingSchedule(lr, lr_check_every, lr_max_halvings)
         if init_radius > 0:
             self._sphere_init(init_radius)
 
@@ -78,18 +136,45 @@ class NeuronPursuitModule(pl.LightningModule):
         return err
 
     # ------------------------------------------------------------------ training
+    @property
+    def world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _global_grads(self, grads: list[Tensor], share: float) -> list[Tensor]:
+        """Sum over ranks of share * local mean gradient = the full-batch mean gradient (one all-reduce)."""
+        flat = torch.cat([g.flatten() for g in grads]).mul_(share)
+        torch.distributed.all_reduce(flat)
+        return [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)]
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = self.prepare(*batch)
+        # under DDP every rank holds the full batch and the same net (NeuronPursuit broadcasts rank 0's growth);
+        # each takes the gradient of its contiguous shard and one all-reduce per step gives the full-batch one
+        world = self.world_size
+        xs, ys = (x, y) if world == 1 else (x.tensor_split(world)[self.global_rank],
+                                            y.tensor_split(world)[self.global_rank])
+        share = len(xs) / len(x)
         opt = self.optimizers()
         params = list(self.net.weights)
+        schedule = self.lr_schedule
+        loss_now = lambda: self.loss_fn(self.net(x), y)  # noqa: E731
+        if schedule.every is not None:
+            schedule.begin(params, loss_now)
         for k in range(self.hparams.gd_steps_per_batch):
-            loss, grads = self.net.mse_and_grads(x, y)
+            loss, grads = self.net.mse_and_grads(xs, ys)
+            if world > 1:
+                grads = self._global_grads(grads, share)
             for p, g in zip(params, grads):
                 p.grad = g
             # the raw optimizer skips Lightning's per-step wrapping; the last step goes through it once so
             # that global_step counts Lightning steps
             (opt if k == self.hparams.gd_steps_per_batch - 1 else opt.optimizer).step()
+            if schedule.every is not None and schedule.tick(params, loss_now):
+                for group in opt.optimizer.param_groups:
+                    group["lr"] = schedule.lr
         err = self.errors(x, y)
+        if schedule.every is not None:
+            err.update(lr=schedule.lr, lr_halvings=float(schedule.halvings))
         self.log_dict({f"train/{k}": v for k, v in err.items()}, on_step=False, on_epoch=True, prog_bar=True)
         if self.hparams.stop_rel_err is not None and err["rel_err"] < self.hparams.stop_rel_err:
             self.trainer.should_stop = True
@@ -97,14 +182,22 @@ class NeuronPursuitModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # plain GD is stateless, so rebuilding it after every growth loses nothing
-        return torch.optim.SGD(self.net.parameters(), lr=self.hparams.lr, foreach=True)
+        return torch.optim.SGD(self.net.parameters(), lr=self.lr_schedule.lr, foreach=True)
+
+    def start_stage(self) -> None:
+        """A new GD stage (after growth): lr back to its start value, halving count and reference cleared."""
+        self.lr_schedule.restart()
 
     # ------------------------------------------------------------------ test (relative error over the whole set)
     def on_test_epoch_start(self) -> None:
         self._test_sums = {"sq_err": 0.0, "sq_y": 0.0, "wrong": 0.0, "n": 0.0}
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = self.prepare(*batch)
+        if self.world_size == 1:
+            self._accumulate_test(*batch)
+
+    def _accumulate_test(self, x: Tensor, y: Tensor) -> None:
+        x, y = self.prepare(x, y)
         out = self.net(x)
         sums = self._test_sums
         sums["sq_err"] += float((out - y).square().sum())
@@ -114,6 +207,9 @@ class NeuronPursuitModule(pl.LightningModule):
             sums["wrong"] += float((out.argmax(1) != y.argmax(1)).sum())
 
     def on_test_epoch_end(self) -> None:
+        if self.world_size > 1:  # a DistributedSampler pads with duplicates: every rank evaluates the whole set
+            for batch in self.trainer.datamodule.test_dataloader():
+                self._accumulate_test(*batch)
         s = self._test_sums
         metrics = {"test/rel_err": (s["sq_err"] / s["sq_y"]) ** 0.5,
                    "test/loss": s["sq_err"] / (s["n"] * self.net.out_features)}
@@ -124,9 +220,12 @@ class NeuronPursuitModule(pl.LightningModule):
     # ------------------------------------------------------------------ grown widths in checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["np_widths"] = self.net.widths
+        checkpoint["np_lr_schedule"] = self.lr_schedule.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.prepare_for_checkpoint(checkpoint)
+        if "np_lr_schedule" in checkpoint:
+            self.lr_schedule.load_state_dict(checkpoint["np_lr_schedule"])
 
     def prepare_for_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resize the net to the checkpoint's widths so its state dict loads (called before loading)."""
@@ -138,6 +237,8 @@ class NeuronPursuitModule(pl.LightningModule):
         from callbacks.neuron_pursuit import NeuronPursuit
 
         extra: dict[str, Any] = {"widths": self.net.widths}
+        if self.lr_schedule.every is not None:
+            extra["lr_halving_events"] = self.lr_schedule.events
         data = self.trainer.datamodule
         if hasattr(data, "train_tensors"):  # also when NP stopped before any GD step logged it
             extra.update({f"train/{k}": v for k, v in self.errors(*self.prepare(*data.train_tensors())).items()})

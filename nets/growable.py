@@ -119,22 +119,31 @@ class GrowableNet(nn.Module):
         self.weights[layer] = nn.Parameter(torch.cat([w_out, b.to(w_out).view(-1, 1)], 1))
 
     @torch.no_grad()
-    def balance(self, sweeps: int = 20) -> None:
-        """Function-preserving rescaling towards ||in||^2 = p ||out||^2 for every hidden neuron.
+    def balance(self, sweeps: int = 1000, tol: float = 1e-12) -> int:
+        """Function-preserving rescaling to ||in||^2 = p ||out||^2 for every hidden neuron; returns the sweeps used.
 
-        For neuron j of layer l: c = (p n_out^2 / n_in^2)^(1/(2p+2)), row * c, column * c^-p
-        (s(cz) = c^p s(z)). Layers interact, so sweep a few times.
+        Minimises the total squared weight norm over the rescaling symmetry (Saul 2023, p = q = 2, for p = 1):
+        for neuron j of layer l the exact minimiser of c^2 n_in^2 + c^-2p n_out^2 is
+        c = (p n_out^2 / n_in^2)^(1/(2p+2)); the row is scaled by c and the column by c^-p, which leaves
+        H unchanged since s(cz) = c^p s(z). Rescaling layer l changes the norms of its neighbours, so layers
+        are swept until every |log ratio| < ``tol`` (coordinate descent on a convex function of the log-scales).
+        For p >= 2 the same minimiser gives ||in||^2 = p ||out||^2, the balance of the paper's Lemma 3.
         """
         p = self.power
-        for _ in range(sweeps):
+        for sweep in range(1, sweeps + 1):
+            worst = 0.0
             for l in range(self.depth - 1):
                 n_in = self.weights[l].norm(dim=1)
                 n_out = self.weights[l + 1].norm(dim=0)
-                live = (n_in > 0) & (n_out > 0)
-                c = torch.where(live, (p * n_out.square() / n_in.square().clamp_min(1e-300)) ** (1 / (2 * p + 2)),
-                                torch.ones_like(n_in))
+                live = (n_in > 0) & (n_out > 0)  # a dead neuron (zero in or out) has no finite balanced scale
+                ratio = torch.where(live, p * n_out.square() / n_in.square().clamp_min(1e-300), torch.ones_like(n_in))
+                worst = max(worst, float(ratio.log().abs().max()))
+                c = ratio ** (1 / (2 * p + 2))
                 self.weights[l].mul_(c[:, None])
                 self.weights[l + 1].mul_(c.pow(-p)[None, :])
+            if worst < tol:
+                return sweep
+        return sweeps
 
     def balance_ratios(self) -> list[Tensor]:
         """||in||^2 / (p ||out||^2) per hidden neuron and layer (1 when balanced)."""

@@ -180,9 +180,9 @@ def test_datamodules_are_seeded_and_shaped() -> None:
         SparseFunctionDataModule("nope")
 
 
-def test_ddp_is_refused_with_a_clear_message() -> None:
-    trainer = SimpleNamespace(world_size=2)
-    with pytest.raises(ValueError, match="one device"):
+def test_multi_device_strategies_other_than_ddp_are_refused_with_a_clear_message() -> None:
+    trainer = SimpleNamespace(world_size=2, strategy=object())  # DDP itself: tests/test_neuron_pursuit_pvr.py
+    with pytest.raises(ValueError, match="one device or under DDP"):
         NeuronPursuit().setup(trainer, SimpleNamespace(), "fit")
 
 
