@@ -8,9 +8,10 @@ from datamodules.sphere import SphereDataModule
 from datamodules.celeba import CelebA64DataModule
 from datamodules.cityscapes import CityscapesDataModule
 from datamodules.deepfake import DeepfakeFeaturesDataModule
+from datamodules.deepfake_frames import DeepfakeFramesDataModule
 from datamodules.timeseries import TimeSeriesCSVDataModule
 
 __all__ = ["SphereDataModule", "CaliforniaHousingDataModule", "CIFAR100DataModule", "CIFAR10DataModule", "DataError",
            "FashionMNISTDataModule", "GaussianMeanDataModule", "MNISTDataModule", "ModularAdditionDataModule", "PointerValueDataModule",
            "SparseFunctionDataModule", "SyntheticRegressionDataModule", "TwoMoonsDataModule", "VisionDataModule",
-           "CelebA64DataModule", "CityscapesDataModule", "DeepfakeFeaturesDataModule", "TimeSeriesCSVDataModule"]
+           "CelebA64DataModule", "CityscapesDataModule", "DeepfakeFeaturesDataModule", "TimeSeriesCSVDataModule", "DeepfakeFramesDataModule"]

@@ -9,5 +9,7 @@ from lit_modules.resnet_width import FullBatchGD
 from lit_modules.wgan_gp import WGANGPModule
 from lit_modules.segmentation import MappingSegmentationModule, SegmentationModule
 from lit_modules.deepfake import DeepfakeMappingNetModule, DeepfakeSupervisedModule
+from lit_modules.mapping_finetune import (DeepfakeFineTuneModule, DeepfakeMappingFineTuneModule, FineTuneModule,
+                                         MappingFineTuneModule)
 
-__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule", "MappingSegmentationModule", "SegmentationModule", "DeepfakeMappingNetModule", "DeepfakeSupervisedModule"]
+__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule", "MappingSegmentationModule", "SegmentationModule", "DeepfakeMappingNetModule", "DeepfakeSupervisedModule", "DeepfakeFineTuneModule", "DeepfakeMappingFineTuneModule", "FineTuneModule", "MappingFineTuneModule"]
