@@ -130,9 +130,14 @@ class DeepfakeFramesDataModule(ShardedDataModule):
     def build_cache(self, path: Path, videos: list[Video]) -> None:
         h = self.hparams
         k, size = h.frames_per_video, h.size
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp.npy"
-        frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(videos) * k, 3, size, size))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                               shape=(len(videos) * k, 3, size, size))
+        except OSError as err:
+            raise DataError(f"cannot write the frame cache in {path.parent} ({err.strerror or err}): point "
+                            f"--data.init_args.cache_dir at a writable folder") from err
         loader = DataLoader(VideoClips(self.root, videos, k, size), batch_size=4, num_workers=h.decode_workers,
                             collate_fn=collate_clips, generator=torch.Generator())  # own RNG: leaves the seeded one alone
         kept, failed = [], []

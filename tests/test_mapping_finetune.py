@@ -68,6 +68,27 @@ def test_eq25_matches_an_independent_computation(layers: str, tie: int, projecto
     assert torch.allclose(torch.cat([t.reshape(-1) for t in out.values()]), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("tie,projector", [(1, "hadamard"), (7, "hadamard"), (1000, "auto")])
+def test_latent_gradient_is_the_chain_rule_through_the_tied_blocks(tie: int, projector: str) -> None:
+    """dL/dz = alpha c (W + 2 alpha_m 1 z^T)^T g, g_i = sum of dL/dtheta_j over the L weights tied to element i."""
+    torch.manual_seed(4)
+    net = TinyResNet()
+    alpha, alpha_m = 0.2, 0.03
+    mapping = ModulationMapping(net, "all", tie, 8, projector, alpha=alpha, mapper_alpha=alpha_m)
+    z = torch.randn(8, requires_grad=True)
+    x, y = torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 1])
+    params = mapping(dict(net.named_parameters()), [z])[0]
+    theta = [params[n] for n in mapping.names]
+    loss = nn.functional.cross_entropy(functional_call(net, params, (x,)), y)
+    grad_z, *grad_theta = torch.autograd.grad(loss, [z, *theta])
+    flat = torch.cat([g.reshape(-1) for g in grad_theta])
+    n = mapping.elements
+    per_element = torch.nn.functional.pad(flat, (0, n * tie - len(flat))).view(n, tie).sum(1)
+    c = (n / 8) ** 0.5
+    expected = alpha * c * (mapper_matrix(mapping).T @ per_element + 2 * alpha_m * z.detach() * per_element.sum())
+    assert torch.allclose(grad_z, expected, rtol=1e-4, atol=1e-7)
+
+
 def test_smoothness_matches_the_autograd_jacobian() -> None:
     torch.manual_seed(1)
     net = TinyResNet()
@@ -182,6 +203,10 @@ def test_frames_datamodule_leaves_out_undecodable_videos(videos: dict[str, Path]
     assert len(dm.sets["train"]) + len(dm.sets["val"]) == 7
     with pytest.raises(DataError, match="Celeb-real"):
         DeepfakeFramesDataModule(str(tmp_path / "nothing"), "celebdf").prepare_data()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="cannot write the frame cache in .*file/sub.*cache_dir"):
+        DeepfakeFramesDataModule(str(root), "celebdf", frames_per_video=1,
+                                 cache_dir=str(tmp_path / "file" / "sub")).prepare_data()
 
 
 # ---------------------------------------------------------------------- train.py end to end
