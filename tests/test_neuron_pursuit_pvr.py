@@ -184,7 +184,7 @@ def test_bad_schedule_values_are_refused(tmp_path, capsys) -> None:
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU cores")
 def test_ddp_two_gloo_processes_grow_the_same_net_as_one_process(tmp_path) -> None:
     """Rank 0 grows and broadcasts; GD on data shards with all-reduced gradients follows the 1-process run."""
-    args = [*TINY, "--model.lr", "2.0", "--trainer.max_epochs", "8", "--trainer.accelerator", "cpu"]
+    args = [*TINY, "--model.lr", "2.0", "--trainer.max_epochs", "6", "--trainer.accelerator", "cpu"]
     assert run_train([*args, "--name", "one", "--trainer.devices", "1"], tmp_path) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("OVERPARAM_RUN_DIR", None)
