@@ -1,10 +1,11 @@
 """Lightning callbacks and loggers shared by every method."""
 from callbacks.csv_logger import ResumableCSVLogger, truncate_metrics
 from callbacks.neuron_pursuit import NeuronPursuit
+from callbacks.saddle_monitor import SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, parameter_counts)
 from callbacks.ntk import NTKMonitor
 from callbacks.fid import FID
 
-__all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "NonFiniteLossError", "parameter_counts",
+__all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "SaddleMonitor", "NonFiniteLossError", "parameter_counts",
            "ParameterCounts", "ResumableCSVLogger", "RNGState", "RunCheckpoint", "RunStats", "truncate_metrics", "FID"]

@@ -5,6 +5,7 @@ from lit_modules.gauss_newton import GaussNewtonModule
 from lit_modules.gauss_newton_minibatch import MinibatchLMModule
 from lit_modules.mapping import MappingNetModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
+from lit_modules.saddle_dynamics import SaddleDynamicsModule
 from lit_modules.resnet_width import FullBatchGD
 from lit_modules.wgan_gp import WGANGPModule
 from lit_modules.segmentation import MappingSegmentationModule, SegmentationModule
@@ -12,4 +13,4 @@ from lit_modules.deepfake import DeepfakeMappingNetModule, DeepfakeSupervisedMod
 from lit_modules.mapping_finetune import (DeepfakeFineTuneModule, DeepfakeMappingFineTuneModule, FineTuneModule,
                                          MappingFineTuneModule)
 
-__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule", "MappingSegmentationModule", "SegmentationModule", "DeepfakeMappingNetModule", "DeepfakeSupervisedModule", "DeepfakeFineTuneModule", "DeepfakeMappingFineTuneModule", "FineTuneModule", "MappingFineTuneModule"]
+__all__ = ["FullBatchGD", "GaussNewtonModule", "MinibatchLMModule", "MappingNetModule", "NeuronPursuitModule", "SaddleDynamicsModule", "SupervisedModule", "SyntheticGDAModule", "WGANGPModule", "MappingSegmentationModule", "SegmentationModule", "DeepfakeMappingNetModule", "DeepfakeSupervisedModule", "DeepfakeFineTuneModule", "DeepfakeMappingFineTuneModule", "FineTuneModule", "MappingFineTuneModule"]
