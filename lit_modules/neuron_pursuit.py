@@ -3,6 +3,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from nets.growable import GrowableNet
@@ -172,6 +173,10 @@ class NeuronPursuitModule(pl.LightningModule):
             if schedule.every is not None and schedule.tick(params, loss_now):
                 for group in opt.optimizer.param_groups:
                     group["lr"] = schedule.lr
+                event = schedule.events[-1]
+                rank_zero_info(f"GD step {event['stage_step']} of the stage: loss {event['loss']:.6g} > "
+                               f"{event['ref_loss']:.6g} at the previous check; weights reset, lr halved to "
+                               f"{event['lr']:.6g} ({schedule.halvings}/{schedule.max_halvings})")
         err = self.errors(x, y)
         if schedule.every is not None:
             err.update(lr=schedule.lr, lr_halvings=float(schedule.halvings))
