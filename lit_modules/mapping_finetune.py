@@ -42,7 +42,7 @@ class MappingFineTuneModule(FrozenNorms, MappingNetModule):
     # layers and batchnorm are typed str, not Literal, so a bad value reaches our ValueError (jsonargparse's own
     # message for a Literal does not name the allowed values)
     def __init__(self, net: nn.Module, layers: str = "all", tie: int = 1, latent_dim: int = 2048,
-                 projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0, alpha: float = 1e-3,
+                 projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0, alpha: float = 1e-2,
                  mapper_alpha: float = 1e-5, normalize: bool = True, latent_init_std: float = 0.0,
                  mapping_seed: int = 0, batchnorm: str = "eval",
                  lambda_scheme: Scheme = "fixed", lambda_stab: float = 0.01, lambda_smooth: float = 0.01,

@@ -95,7 +95,7 @@ class ModulationMapping(nn.Module):
     """
 
     def __init__(self, net: nn.Module, layers: LayerSet = "all", tie: int = 1, latent_dim: int = 2048,
-                 projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0, alpha: float = 1e-3,
+                 projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0, alpha: float = 1e-2,
                  mapper_alpha: float = 1e-5, normalize: bool = True, latent_init_std: float = 0.0,
                  seed: int = 0) -> None:
         super().__init__()
