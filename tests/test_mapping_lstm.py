@@ -102,6 +102,23 @@ def test_missing_values_never_reach_inputs_or_targets(tmp_path: Path) -> None:
     assert len(module(path, missing="drop").train_set) < len(module(path, missing="ffill").train_set)
 
 
+def test_raw_uci_layout_without_a_date_column(csv_path: Path, tmp_path: Path) -> None:
+    """The raw UCI file: No, year, month, day, hour, pm2.5 (NA gaps), DEWP, TEMP, PRES, cbwd, Iws, Is, Ir."""
+    raw = raw_columns(csv_path)
+    path = tmp_path / "PRSA.csv"
+    with open(path, "w", newline="") as file:
+        out = csv.writer(file)
+        out.writerow(["No", "year", "month", "day", "hour", "pm2.5", "DEWP", "TEMP", "PRES", "cbwd", "Iws", "Is", "Ir"])
+        for i, date in enumerate(raw["date"]):
+            y, m, d, h = int(date[:4]), int(date[5:7]), int(date[8:10]), int(date[11:13])
+            pm = "NA" if i % 50 == 7 else raw["pollution"][i]
+            out.writerow([i + 1, y, m, d, h, pm] + [raw[c][i] for c in ("dew", "temp", "press", "wnd_dir", "wnd_spd",
+                                                                         "snow", "rain")])
+    dm = module(path, target="pm2.5", time_column=None, features=["DEWP", "TEMP", "PRES", "cbwd", "Iws", "Is", "Ir"])
+    assert dm.num_features == 11 and dm.feature_names[-1] == "pm2.5"
+    assert not {i for i in range(600) if i % 50 == 7} & {t + 3 for t in dm.train_set.ends.tolist()}
+
+
 def test_bad_input_gives_one_clear_error(csv_path: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no column 'pm25'"):
         module(csv_path, target="pm25")
