@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Time per training step and peak memory of CIFAR ResNet-18 trained through LWT latents (Table 11) vs plain.
 
-    python benchmarks/mapping_resnet18.py [--batch 32] [--steps 6] [--budgets 10000 20000] [--task-only] [--cuda]
+    python benchmarks/mapping_resnet18.py [--batch 32] [--steps 6] [--budgets 10000 20000] [--task-only]
+                                          [--cuda]
 
 Each variant runs in a fresh process: build, one warm-up step, then ``steps`` timed steps (forward, the full
 Mapping Loss as the Table 11 configs ship it -- incl. the stability term's second forward pass on 32 samples --,
 backward, Adam step); the median step time is reported. ``--task-only`` adds a run per budget with all lambdas 0
-(generation + one forward pass), separating the cost of the mapping from that of the regularisers. Plain: ResNet-18 with cross-entropy and SGD. Memory is
-peak RSS of the process (CPU) or peak CUDA memory with --cuda. The plain net runs first and last (a shared
-machine drifts); ratios are against the mean of the two.
+(generation + one forward pass), separating the cost of the mapping from that of the regularisers. Plain:
+ResNet-18 with cross-entropy and SGD. Memory is peak RSS of the process (CPU) or peak CUDA memory with --cuda.
+The plain net runs first and last (a shared machine drifts); ratios are against the mean of the two.
 """
 import argparse
 import json

@@ -103,7 +103,8 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
         missing: ``ffill`` (inputs carry the last value forward; windows touching a leading gap are dropped) or
             ``drop`` (drop every window whose inputs touch a missing value). Either way a window whose target is
             missing is dropped: labels are never filled in.
-        batch_size, eval_batch_size, split_seed: as in every datamodule (split_seed seeds the train shuffling).
+        batch_size, eval_batch_size, split_seed, drop_last: as in every datamodule (split_seed seeds the per-epoch
+            shuffling of the train windows).
     """
 
     def __init__(self, path: str = "data/pollution.csv", target: str = "pollution",
@@ -128,6 +129,7 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
         self.save_hyperparameters()
         self.path = Path(path).expanduser()
         self.feature_names: list[str] = []
+        self.numeric = np.zeros(0, dtype=bool)  # per feature: scaled numeric column (not one-hot)
         self.boundaries: tuple[int, int] = (0, 0)  # first val row, first test row
         self.stats: dict[str, np.ndarray] = {}  # shift/scale of the numeric inputs and of the target
 
@@ -142,8 +144,9 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
     # ----------------------------------------------------------------- columns
     def columns(self, header: list[str]) -> list[str]:
         h = self.hparams
-        named = [h.target, *(h.features or []), *(h.categorical or []), *([h.time_column] if h.features is None and
-                                                                           h.time_column else [])]
+        named = [h.target, *(h.features or []), *(h.categorical or [])]
+        if h.features is None and h.time_column:  # only then does the time column decide what the inputs are
+            named.append(h.time_column)
         absent = [c for c in dict.fromkeys(named) if c not in header]
         if absent:
             raise DataError(f"{self.path} has no column {', '.join(map(repr, absent))} (its columns: "
