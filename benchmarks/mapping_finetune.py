@@ -21,6 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -35,16 +37,12 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def checksum(module: "torch.nn.Module") -> "torch.Tensor":
-    import torch
-
+def checksum(module: torch.nn.Module) -> torch.Tensor:
     return torch.stack([p.detach().double().sum() for p in module.parameters()])
 
 
 def one(kind: str, layers: str, tie: int, size: int, batch: int, steps: int, weights: str, cuda: bool) -> dict:
     """Build, then ``steps`` training steps; JSON-able measurements."""
-    import torch
-
     from lit_modules import FineTuneModule, MappingFineTuneModule
     from nets import ResNet50
 
@@ -109,7 +107,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or str(Path(tmp) / "resnet50_random.pth")
         if not Path(weights).is_file():
-            import torch
             import torchvision
 
             torch.manual_seed(0)
