@@ -67,14 +67,18 @@ def sweep_point(task: str, n: int, seed: int, args: argparse.Namespace, root: Pa
               "--seed", str(seed)]
     if args.steps_per_epoch:
         common += ["--model.gd_steps_per_batch", str(args.steps_per_epoch)]
+    stage = ["--trainer.callbacks.init_args.epochs_per_stage", str(args.np_epochs_per_stage)]
+    longest = args.np_epochs_per_stage
+    if task.startswith("h"):  # Gaussian configs lengthen stages 3x once the loss is < 0.05 (100k -> 300k steps)
+        longest = 3 * args.np_epochs_per_stage
+        stage += ["--trainer.callbacks.init_args.long_stage_epochs", str(longest)]
     rows = []
     for lr in args.np_lrs or paper_np:
         res = run(np_config, f"np_{task}_n{n}_s{seed}_lr{lr}", root,
                   [*common, "--model.lr", str(lr), "--trainer.callbacks.init_args.seed", str(seed),
-                   "--trainer.callbacks.init_args.epochs_per_stage", str(args.np_epochs_per_stage),
-                   "--trainer.callbacks.init_args.max_iterations", str(args.max_iterations),
+                   *stage, "--trainer.callbacks.init_args.max_iterations", str(args.max_iterations),
                    *(["--trainer.callbacks.init_args.pga_steps", str(args.pga_steps)] if args.pga_steps else []),
-                   "--trainer.max_epochs", str(args.np_epochs_per_stage * args.max_iterations)])
+                   "--trainer.max_epochs", str(longest * args.max_iterations)])
         rows.append({"method": "np", "n": n, "seed": seed, "lr": lr, "test_rel_err": res["test/rel_err"],
                      "train_rel_err": res["train/rel_err"], "np_iterations": res["np_iterations"],
                      "widths": res["widths"], "stop": res["np_stop_reason"], "lightning_steps": res["global_step"]})
@@ -143,7 +147,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--task", default="f1", choices=sorted(TASKS))
     parser.add_argument("--n", type=int, nargs="+", default=[100, 200, 400, 800])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--np_epochs_per_stage", type=int, default=70, help="x1000 GD steps per NP iteration")
+    parser.add_argument("--np_epochs_per_stage", type=int, default=70,
+                        help="x1000 GD steps per NP iteration (Gaussian tasks: x3 once the loss is < 0.05)")
     parser.add_argument("--max_iterations", type=int, default=31)
     parser.add_argument("--gd_epochs", type=int, default=3000, help="x1000 GD steps for the baseline")
     parser.add_argument("--np_lrs", "--np_lr", type=float, nargs="+", default=None,
