@@ -4,6 +4,11 @@ Rows are time steps in file order. A sample is the window of ``window`` rows end
 (window, features)) and the target column at row t + ``horizon`` (shape (1,)). The rows are cut chronologically
 into train | val | test blocks and a window belongs to a split only if every row it touches (inputs and target)
 lies in that block, so no window straddles a boundary.
+
+Two on-disk layouts (``layout``): ``single``, one CSV whose columns are the features (Beijing PM2.5
+``pollution.csv``), and ``multisite``, the folder of the UCI Beijing Multi-Site Air-Quality data (12
+``PRSA_Data_<Station>_20130301-20170228.csv`` files) merged on (year, month, day, hour) into one wide series:
+per-station pollutants, weather, and the wind direction as sin/cos of its compass angle (12 x 5 + 5 + 2 = 67).
 """
 import csv
 from pathlib import Path
@@ -17,6 +22,16 @@ from torch.utils.data import Dataset
 from datamodules.base import DataError, ShardedDataModule
 
 MISSING = {"", "na", "nan", "null", "none"}
+PRSA_STATIONS = ("Aotizhongxin", "Changping", "Dingling", "Dongsi", "Guanyuan", "Gucheng", "Huairou",
+                 "Nongzhanguan", "Shunyi", "Tiantan", "Wanliu", "Wanshouxigong")
+PRSA_POLLUTANTS = ("PM2.5", "PM10", "SO2", "NO2", "CO", "O3")
+# O3 is left out by default: 12 x 5 + 5 + 2 = 67 (the paper's LSTM(67, 32)) needs five of the six pollutants, and
+# O3 is the one not emitted but formed photochemically (sunlight, anti-correlated with NO2), the least direct
+# predictor of PM2.5; the paper does not say which five
+DEFAULT_POLLUTANTS = ("PM2.5", "PM10", "SO2", "NO2", "CO")
+PRSA_WEATHER = ("TEMP", "PRES", "DEWP", "RAIN", "WSPM")
+COMPASS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE", "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW")
+TIME_KEY = ("year", "month", "day", "hour")
 
 
 class Windows(Dataset):
@@ -80,6 +95,48 @@ def forward_fill(x: np.ndarray) -> np.ndarray:
     return np.where(last >= 0, x[np.maximum(last, 0), np.arange(x.shape[1])], np.nan)
 
 
+def station_file(folder: Path, station: str) -> Path:
+    """The one ``PRSA_Data_<station>_*.csv`` in ``folder`` (any date range)."""
+    matches = sorted(folder.glob(f"PRSA_Data_{station}_*.csv"))
+    if len(matches) != 1:
+        found = "no file" if not matches else f"{len(matches)} files"
+        raise DataError(f"{folder} has {found} PRSA_Data_{station}_*.csv for station {station!r} (expected one, e.g. "
+                        f"PRSA_Data_{station}_20130301-20170228.csv); set --data.stations to the stations present")
+    return matches[0]
+
+
+def read_station(path: Path, columns: list[str]) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Hour keys (yyyymmddhh, unique) and the named raw columns of one PRSA station file."""
+    header, body = read_table(path)
+    absent = [c for c in (*TIME_KEY, *columns) if c not in header]
+    if absent:
+        raise DataError(f"{path} has no column {', '.join(map(repr, absent))} (its columns: {', '.join(header)})")
+    cols = {c: [row[header.index(c)] for row in body] for c in (*TIME_KEY, *columns)}
+    try:
+        year, month, day, hour = (np.array([float(v) for v in cols[c]]).astype(np.int64) for c in TIME_KEY)
+    except ValueError as err:
+        raise DataError(f"{path}: year/month/day/hour must be numbers ({err})") from err
+    keys = ((year * 100 + month) * 100 + day) * 100 + hour
+    if len(np.unique(keys)) != len(keys):
+        raise DataError(f"{path} repeats an hour (year, month, day, hour): cannot merge it with the other stations")
+    return keys, cols
+
+
+def wind_angle(labels: list[str], path: Path) -> np.ndarray:
+    """Compass labels (N, NNE, ..., NNW) as angles in radians clockwise from north; NaN where missing."""
+    index = {c: i for i, c in enumerate(COMPASS)}
+    bad = next((v for v in labels if v not in index and v.lower() not in MISSING), None)
+    if bad is not None:
+        raise DataError(f"{path}: wind direction {bad!r} is not one of the 16 compass labels {', '.join(COMPASS)}")
+    return np.array([index[v] * np.pi / 8 if v in index else np.nan for v in labels])
+
+
+def mean_present(stack: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 of the non-NaN values (NaN where all are missing)."""
+    count = (~np.isnan(stack)).sum(0)
+    return np.where(count > 0, np.nansum(stack, 0) / np.maximum(count, 1), np.nan)
+
+
 class TimeSeriesCSVDataModule(ShardedDataModule):
     """Sliding windows over a CSV time series, split by time, scaled with statistics of the train block only.
 
@@ -89,8 +146,17 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
     ``target_as_feature`` the target's own past values (up to t) are an input column too. The target is scaled with
     its own train statistics, so losses and MSE are in scaled units; ``unscale_target`` maps predictions back.
 
+    Multi-site layout (``layout: multisite``; ``features``, ``categorical``, ``time_column`` and
+    ``target_as_feature`` are single-layout flags): ``path`` is the folder of PRSA station files, merged on their
+    hours (the sorted union; an hour absent from one file is missing there). Inputs: ``pollutants`` per station
+    (named ``<pollutant>@<station>``, station-major), the ``PRSA_WEATHER`` columns and ``wd_sin``, ``wd_cos`` (the
+    compass angle clockwise from north; unscaled). Weather and wind come from ``weather_station`` or, when null,
+    are the mean over the stations present at that hour (wind: the mean of the sin and cos). The target is
+    ``target`` (a pollutant) at ``target_station``; its past is an input already when it is among ``pollutants``.
+
     Args:
-        path: the CSV file (header row; rows in chronological order).
+        path: the CSV file (header row; rows in chronological order), or the PRSA folder (multisite).
+        layout: ``single`` (one CSV) or ``multisite`` (the PRSA folder).
         target: the column to predict.
         features: input columns (default: every column except ``time_column`` and the target).
         categorical: columns to one-hot encode even if numeric (non-numeric columns always are).
@@ -103,6 +169,8 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
         missing: ``ffill`` (inputs carry the last value forward; windows touching a leading gap are dropped) or
             ``drop`` (drop every window whose inputs touch a missing value). Either way a window whose target is
             missing is dropped: labels are never filled in.
+        stations, pollutants, weather_station, target_station: the multi-site flags above (defaults: the 12
+            stations; PM2.5, PM10, SO2, NO2, CO; mean weather; Aotizhongxin).
         batch_size, eval_batch_size, split_seed, drop_last: as in every datamodule (split_seed seeds the per-epoch
             shuffling of the train windows).
     """
@@ -113,8 +181,17 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
                  horizon: int = 1, train_fraction: float = 0.7, val_fraction: float = 0.1,
                  scaling: Literal["minmax", "standard"] = "minmax", missing: Literal["ffill", "drop"] = "ffill",
                  batch_size: int = 64, eval_batch_size: Optional[int] = None, split_seed: int = 0,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, layout: Literal["single", "multisite"] = "single",
+                 stations: Optional[list[str]] = None,
+                 pollutants: Optional[list[str]] = None,
+                 weather_station: Optional[str] = None, target_station: str = "Aotizhongxin") -> None:
         super().__init__()
+        if layout not in ("single", "multisite"):
+            raise ValueError(f"data.layout must be single|multisite, got {layout!r}")
+        if layout == "multisite":
+            self.check_multisite(target, features, categorical, list(stations or PRSA_STATIONS),
+                                 list(pollutants or DEFAULT_POLLUTANTS),
+                                 weather_station, target_station)
         if window < 1 or horizon < 1:
             raise ValueError(f"data.window and data.horizon must be >= 1, got {window}, {horizon}")
         if not (0 < train_fraction < 1 and 0 < val_fraction < 1 and train_fraction + val_fraction < 1):
@@ -133,13 +210,32 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
         self.boundaries: tuple[int, int] = (0, 0)  # first val row, first test row
         self.stats: dict[str, np.ndarray] = {}  # shift/scale of the numeric inputs and of the target
 
+    @staticmethod
+    def check_multisite(target: str, features: Optional[list[str]], categorical: Optional[list[str]],
+                        stations: list[str], pollutants: list[str], weather_station: Optional[str],
+                        target_station: str) -> None:
+        if features is not None or categorical is not None:
+            raise ValueError("data.features / data.categorical are for layout single; with layout multisite choose "
+                             "the inputs with data.pollutants, data.stations, data.weather_station")
+        wrong = [p for p in [target, *pollutants] if p not in PRSA_POLLUTANTS]
+        if wrong or not pollutants or not stations or len(set(stations)) != len(stations):
+            raise ValueError(f"with layout multisite, data.target and data.pollutants must be among "
+                             f"{', '.join(PRSA_POLLUTANTS)} (got {wrong or pollutants}) and data.stations non-empty "
+                             f"and distinct (got {stations})")
+        outside = [s for s in (weather_station, target_station) if s is not None and s not in stations]
+        if outside:
+            raise ValueError(f"data.weather_station / data.target_station {outside} not in data.stations {stations}")
+
     @property
     def num_features(self) -> int:
         self.setup()
         return len(self.feature_names)
 
     def prepare_data(self) -> None:
-        read_table(self.path)
+        if self.hparams.layout == "multisite":
+            self.multisite_folder()
+        else:
+            read_table(self.path)
 
     # ----------------------------------------------------------------- columns
     def columns(self, header: list[str]) -> list[str]:
@@ -181,16 +277,57 @@ class TimeSeriesCSVDataModule(ShardedDataModule):
         self.feature_names, self.numeric = names, np.array(numeric)
         return np.concatenate(blocks, axis=1), target
 
+    def multisite_folder(self) -> list[Path]:
+        """The station files, one per station (a missing folder or file raises :class:`DataError`)."""
+        if not self.path.is_dir():
+            raise DataError(f"no folder {self.path}: set --data.path to the folder of the UCI Beijing Multi-Site "
+                            f"Air-Quality files (PRSA_Data_<Station>_20130301-20170228.csv, 12 stations), or write "
+                            f"a synthetic one with scripts/make_airpollution_csv.py --layout multisite")
+        return [station_file(self.path, s) for s in self.hparams.stations or PRSA_STATIONS]
+
+    def encode_multisite(self) -> tuple[np.ndarray, np.ndarray]:
+        """The merged wide input matrix (hours, features) with NaN for missing values, and the raw target."""
+        h = self.hparams
+        stations = list(h.stations or PRSA_STATIONS)
+        pollutants = list(h.pollutants or DEFAULT_POLLUTANTS)
+        needed = list(dict.fromkeys([*pollutants, h.target, *PRSA_WEATHER, "wd"]))
+        tables = {s: (path, *read_station(path, needed)) for s, path in zip(stations, self.multisite_folder())}
+        hours = np.unique(np.concatenate([keys for _, keys, _ in tables.values()]))
+
+        def column(station: str, name: str) -> np.ndarray:
+            path, keys, cols = tables[station]
+            values = wind_angle(cols[name], path) if name == "wd" else parse_numeric(cols[name])
+            if values is None:
+                raise DataError(f"{path}: column {name!r} is not numeric")
+            out = np.full(len(hours), np.nan)
+            out[np.searchsorted(hours, keys)] = values
+            return out
+
+        # weather and wind: one station's, or the mean over the stations present at that hour
+        weather_from = [h.weather_station] if h.weather_station is not None else stations
+        shared = lambda name: np.stack([column(s, name) for s in weather_from])  # noqa: E731
+        angles = shared("wd")
+        blocks = ([column(s, p) for s in stations for p in pollutants] + [mean_present(shared(w)) for w in
+                  PRSA_WEATHER] + [mean_present(np.sin(angles)), mean_present(np.cos(angles))])
+        self.feature_names = [f"{p}@{s}" for s in stations for p in pollutants] + [*PRSA_WEATHER, "wd_sin", "wd_cos"]
+        self.numeric = np.arange(len(blocks)) < len(blocks) - 2  # sin/cos are already in [-1, 1]: not scaled
+        return np.stack(blocks, axis=1), column(h.target_station, h.target)
+
     # ----------------------------------------------------------------- splits
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return
         h = self.hparams
-        header, body = read_table(self.path)
-        n = len(body)
+        if h.layout == "multisite":
+            x, y = self.encode_multisite()
+            n = len(y)
+        else:
+            header, body = read_table(self.path)
+            n = len(body)
         n_train, n_val = int(n * h.train_fraction), int(n * h.val_fraction)
         self.boundaries = (n_train, n_train + n_val)
-        x, y = self.encode(header, body, n_train)
+        if h.layout == "single":
+            x, y = self.encode(header, body, n_train)
         if h.missing == "ffill":  # inputs only: a window is never trained towards a filled-in target
             x = forward_fill(x)
         x, y = self.fit_scaling(x, y, n_train)

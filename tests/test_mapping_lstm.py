@@ -1,5 +1,6 @@
-"""Table 7: the CSV time-series datamodule (checked against independent NumPy arithmetic on the raw CSV), the LSTM
-counts, and the mapping LSTM through train.py (counts, resume parity)."""
+"""Table 7: the CSV time-series datamodule (checked against independent NumPy arithmetic on the raw CSV; single-site
+CSV and the multi-site PRSA folder), the LSTM counts, and the mapping LSTM through train.py (counts, resume
+parity)."""
 import csv
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 import nets
 from datamodules import DataError, TimeSeriesCSVDataModule
 from lit_modules import MappingNetModule
-from scripts.make_airpollution_csv import write_airpollution_csv
+from scripts.make_airpollution_csv import write_airpollution_csv, write_multisite_folder
 from tests.conftest import ROOT, read_metrics, read_results, run_dir, run_train
 
 MAPPING_CONFIGS = sorted((ROOT / "configs" / "mapping").glob("lstm_slvt_airpollution_*.yaml"))
@@ -134,8 +135,9 @@ def test_lstm_counts() -> None:
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     assert count(nets.LSTMRegressor(67, 32)) == 12_961  # the paper's baseline: 4*32*(67+32) + 2*128 + 33
     config = yaml.safe_load((ROOT / "configs" / "baseline" / "lstm_airpollution.yaml").read_text())
-    inputs = config["model"]["init_args"]["net"]["init_args"]["input_size"]
-    assert inputs == 11 and count(nets.LSTMRegressor(inputs, 32)) == 4 * 32 * (11 + 32) + 2 * 128 + 33 == 5_793
+    net = nets.LSTMRegressor(**config["model"]["init_args"]["net"]["init_args"])
+    assert count(net) == 12_961 and config["data"]["init_args"]["layout"] == "multisite"
+    assert count(nets.LSTMRegressor(11, 32)) == 4 * 32 * (11 + 32) + 2 * 128 + 33 == 5_793  # the single-site CSV
 
 
 def test_every_table7_row_has_a_config() -> None:
@@ -150,11 +152,13 @@ def test_each_mapping_config_trains_exactly_d_latents(config: Path) -> None:
     lit = MappingNetModule(nets.LSTMRegressor(**args["net"]["init_args"]), strategy=args["strategy"], latent_dim=d,
                            task="regression")
     assert sum(p.numel() for p in lit.parameters() if p.requires_grad) == d
-    assert lit.parameter_counts()["trainable_params"] == d and lit.parameter_counts()["total_params"] == 5_793
+    assert lit.parameter_counts()["trainable_params"] == d and lit.parameter_counts()["total_params"] == 12_961
 
 
 def base_args(path: Path) -> list[str]:
+    """The d = 256 config on the single-site CSV (11 inputs)."""
     return ["--config", "configs/mapping/lstm_slvt_airpollution_256.yaml", "--data.path", str(path),
+            "--data.layout", "single", "--data.target", "pollution", "--model.net.init_args.input_size", "11",
             "--data.window", "12", "--data.batch_size", "32", "--trainer.max_epochs", "2",
             "--trainer.log_every_n_steps", "1"]
 
@@ -180,3 +184,114 @@ def test_wrong_input_size_and_missing_csv_fail_in_one_line(csv_path: Path, tmp_p
     assert err.startswith("error:") and "--model.net.init_args.input_size 11" in err
     assert run_train([*args, "--data.path", str(tmp_path / "none.csv")], tmp_path) == 1
     assert "no CSV file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the multi-site PRSA folder (67 inputs)
+HOURS = 240
+
+
+@pytest.fixture(scope="module")
+def prsa_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_multisite_folder(tmp_path_factory.mktemp("prsa") / "PRSA", hours=HOURS, seed=3)
+
+
+def station_path(folder: Path, station: str) -> Path:
+    return folder / f"PRSA_Data_{station}_20130301-20170228.csv"
+
+
+def copy_folder(src: Path, dst: Path, edit=None) -> Path:
+    """A copy of the PRSA folder; ``edit(station, header, rows)`` may change each file's header and rows."""
+    dst.mkdir()
+    for path in src.iterdir():
+        with open(path, newline="") as file:
+            header, *rows = list(csv.reader(file))
+        if edit is not None:
+            header, rows = edit(path.name.split("_")[2], header, rows)
+        if header is not None:
+            with open(dst / path.name, "w", newline="") as file:
+                csv.writer(file).writerows([header, *rows])
+    return dst
+
+
+def multisite(path: Path, **kwargs) -> TimeSeriesCSVDataModule:
+    return module(path, **{"layout": "multisite", "target": "PM2.5", "time_column": None, **kwargs})
+
+
+def test_multisite_merge_gives_67_inputs_aligned_by_hour(prsa_folder: Path, tmp_path: Path) -> None:
+    # Dongsi's file in reverse order with one hour deleted: the merge must go by (year, month, day, hour)
+    gone = 100
+
+    def shuffle_dongsi(station: str, header: list[str], rows: list[list[str]]):
+        return header, (rows[:gone] + rows[gone + 1:])[::-1] if station == "Dongsi" else rows
+
+    folder = copy_folder(prsa_folder, tmp_path / "PRSA", shuffle_dongsi)
+    dm = multisite(folder, missing="drop", train_fraction=0.5, val_fraction=0.2)
+    assert dm.num_features == 67 == 12 * 5 + 5 + 2 and dm.feature_names[:2] == ["PM2.5@Aotizhongxin",
+                                                                                 "PM10@Aotizhongxin"]
+    assert dm.feature_names[-7:] == ["TEMP", "PRES", "DEWP", "RAIN", "WSPM", "wd_sin", "wd_cos"]
+    assert not any("O3" in n for n in dm.feature_names)
+    raw = raw_columns(station_path(prsa_folder, "Dongsi"))  # the untouched file: row i is hour i
+    pm10 = np.array(raw["PM10"], float)
+    train = np.delete(pm10[:HOURS // 2], gone)  # train statistics never see the deleted hour
+    col = dm.feature_names.index("PM10@Dongsi")
+    ends = dm.train_set.ends.tolist()
+    assert not any(t - 5 <= gone <= t for t in ends)  # missing: drop skips windows over the hole
+    x, y = dm.train_set.__getitems__([0, len(ends) - 1])
+    for row, t in enumerate((ends[0], ends[-1])):
+        expected = (pm10[t - 5:t + 1] - train.min()) / (train.max() - train.min())
+        np.testing.assert_allclose(x[row, :, col].numpy(), expected, rtol=1e-5, atol=1e-6)
+    target = np.array(raw_columns(station_path(prsa_folder, "Aotizhongxin"))["PM2.5"], float)
+    lo, hi = target[:HOURS // 2].min(), target[:HOURS // 2].max()
+    assert y[1, 0].item() == pytest.approx((target[ends[-1] + 3] - lo) / (hi - lo), abs=1e-6)
+    weather = np.mean([np.array(raw_columns(station_path(prsa_folder, s))["TEMP"], float) for s in PRSA], axis=0)
+    t = ends[0]
+    lo, hi = weather[:HOURS // 2].min(), weather[:HOURS // 2].max()
+    np.testing.assert_allclose(x[0, :, -7].numpy(), (weather[t - 5:t + 1] - lo) / (hi - lo), rtol=1e-5, atol=1e-5)
+
+
+PRSA = ("Aotizhongxin", "Changping", "Dingling", "Dongsi", "Guanyuan", "Gucheng", "Huairou", "Nongzhanguan",
+        "Shunyi", "Tiantan", "Wanliu", "Wanshouxigong")
+
+
+def test_multisite_wind_direction_is_sin_cos_of_the_compass_angle(prsa_folder: Path, tmp_path: Path) -> None:
+    hour = 50  # every station reports SW (225 deg) at this hour; Shunyi reports ESE (112.5 deg) one hour later
+
+    def set_wind(station: str, header: list[str], rows: list[list[str]]):
+        wd = header.index("wd")
+        rows[hour][wd] = "SW"
+        if station == "Shunyi":
+            rows[hour + 1][wd] = "ESE"
+        return header, rows
+
+    folder = copy_folder(prsa_folder, tmp_path / "PRSA", set_wind)
+    dm = multisite(folder, weather_station="Shunyi")
+    x, _ = dm.train_set[dm.train_set.ends.tolist().index(hour + 1)]  # the window ending at hour + 1
+    np.testing.assert_allclose(x[-2:, -2:].numpy(), [[-np.sqrt(0.5), -np.sqrt(0.5)], [np.sin(np.radians(112.5)),
+                               np.cos(np.radians(112.5))]], atol=1e-6)  # unscaled
+    mean = multisite(folder)  # averaged over stations: at `hour` all agree
+    x, _ = mean.train_set[mean.train_set.ends.tolist().index(hour)]
+    np.testing.assert_allclose(x[-1, -2:].numpy(), [-np.sqrt(0.5), -np.sqrt(0.5)], atol=1e-6)
+
+
+def test_multisite_missing_folder_station_or_column_is_one_data_error(prsa_folder: Path, tmp_path: Path) -> None:
+    no_huairou = copy_folder(prsa_folder, tmp_path / "a", lambda s, h, r: (None if s == "Huairou" else h, r))
+    with pytest.raises(DataError, match="no file PRSA_Data_Huairou_.*csv"):
+        multisite(no_huairou)
+    no_wspm = copy_folder(prsa_folder, tmp_path / "b", lambda s, h, r: (
+        (h[:-2], [row[:-2] for row in r]) if s == "Tiantan" else (h, r)))  # drops WSPM and station
+    with pytest.raises(DataError, match="Tiantan.* has no column 'WSPM'"):
+        multisite(no_wspm)
+    with pytest.raises(DataError, match="no folder .*--layout multisite"):
+        multisite(tmp_path / "absent")
+    with pytest.raises(ValueError, match="data.pollutants"):
+        multisite(prsa_folder, pollutants=["PM2.5", "NOx"])
+
+
+def test_mapping_config_trains_on_the_multisite_folder(prsa_folder: Path, tmp_path: Path) -> None:
+    args = ["--config", "configs/mapping/lstm_slvt_airpollution_64.yaml", "--data.path", str(prsa_folder),
+            "--data.window", "12", "--data.batch_size", "32", "--trainer.max_steps", "4",
+            "--trainer.log_every_n_steps", "1", "--name", "prsa"]
+    assert run_train(args, tmp_path) == 0
+    results = read_results(run_dir(tmp_path, "prsa"))
+    assert results["trainable_params"] == 64 and results["total_params"] == 12_961 and results["global_step"] == 4
+    assert np.isfinite(results["test/mse"])
