@@ -188,6 +188,8 @@ def test_wrong_input_size_and_missing_csv_fail_in_one_line(csv_path: Path, tmp_p
 
 # ---------------------------------------------------------------- the multi-site PRSA folder (67 inputs)
 HOURS = 240
+PRSA = ("Aotizhongxin", "Changping", "Dingling", "Dongsi", "Guanyuan", "Gucheng", "Huairou", "Nongzhanguan",
+        "Shunyi", "Tiantan", "Wanliu", "Wanshouxigong")
 
 
 @pytest.fixture(scope="module")
@@ -247,10 +249,6 @@ def test_multisite_merge_gives_67_inputs_aligned_by_hour(prsa_folder: Path, tmp_
     t = ends[0]
     lo, hi = weather[:HOURS // 2].min(), weather[:HOURS // 2].max()
     np.testing.assert_allclose(x[0, :, -7].numpy(), (weather[t - 5:t + 1] - lo) / (hi - lo), rtol=1e-5, atol=1e-5)
-
-
-PRSA = ("Aotizhongxin", "Changping", "Dingling", "Dongsi", "Guanyuan", "Gucheng", "Huairou", "Nongzhanguan",
-        "Shunyi", "Tiantan", "Wanliu", "Wanshouxigong")
 
 
 def test_multisite_wind_direction_is_sin_cos_of_the_compass_angle(prsa_folder: Path, tmp_path: Path) -> None:
