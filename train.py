@@ -163,26 +163,35 @@ class OverparamCLI(LightningCLI):
             if trainer.is_global_zero and "csv_rows" in ckpt:
                 truncate_metrics(str(self.run_dir / "metrics.csv"), ckpt["csv_rows"], ckpt["global_step"])
         trainer.fit(model, datamodule=data, ckpt_path=self.resume_ckpt)
-        fit_metrics = scalar_metrics(trainer.callback_metrics)
+        # taken now: testing a best checkpoint restores the callbacks' states saved with it (an earlier epoch's)
+        fit_summary = {**scalar_metrics(trainer.callback_metrics), "epochs": trainer.current_epoch,
+                       "global_step": trainer.global_step,
+                       **next(c for c in trainer.callbacks if isinstance(c, RunStats)).summary(),
+                       **callback_results(trainer.callbacks)}
         # without a monitored metric the "best" checkpoint is merely the last epoch-end one, which is stale
         # when training stopped mid-epoch: test the final weights instead
         monitored = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.monitor is not None
         best = trainer.checkpoint_callback.best_model_path if monitored else ""
         trainer.test(model, datamodule=data, ckpt_path=best or None, verbose=trainer.is_global_zero)
-        results = {**fit_metrics, **scalar_metrics(trainer.callback_metrics), **parameter_counts(model),
-                   "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                   **next(c for c in trainer.callbacks if isinstance(c, RunStats)).summary(),
-                   "tested_checkpoint": best or "last weights", "run_dir": str(self.run_dir)}
-        for source in (model, *trainer.callbacks):  # the module's and any callback's own summary (NTK, ...)
-            extra = getattr(source, "results", None)
-            if callable(extra):
-                results.update(extra())
+        results = {**fit_summary, **scalar_metrics(trainer.callback_metrics), **parameter_counts(model),
+                   "tested_checkpoint": best or "last weights", "run_dir": str(self.run_dir),
+                   **callback_results([model])}
         if trainer.is_global_zero:
             write_json_atomic(self.run_dir / "results.json", results)
         return results
 
 
 # ---------------------------------------------------------------------- helpers
+def callback_results(sources: list) -> dict[str, Any]:
+    """The extra ``results()`` entries of a module or callbacks (NTK diagnostics, widths, ...)."""
+    out: dict[str, Any] = {}
+    for source in sources:
+        extra = getattr(source, "results", None)
+        if callable(extra):
+            out.update(extra())
+    return out
+
+
 def check_devices(trainer_cfg: dict) -> None:
     devices, accelerator = trainer_cfg.get("devices"), str(trainer_cfg.get("accelerator") or "auto")
     if isinstance(devices, str) and devices.isdigit():

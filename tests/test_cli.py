@@ -159,3 +159,17 @@ def test_without_a_monitor_the_final_weights_are_tested(tmp_path: Path) -> None:
     assert run_train(args, tmp_path) == 0
     results = read_results(run_dir(tmp_path, "plain"))
     assert results["tested_checkpoint"] == "last weights" and results["global_step"] == 8
+
+
+def test_results_describe_the_whole_fit_when_an_earlier_checkpoint_is_tested(tmp_path: Path) -> None:
+    # lr 0: val/acc never improves, so the epoch-0 checkpoint stays "best" and is the one tested
+    args = [*SMALL, "--name", "frozen", "--model.optimizer.init_args.lr", "0", "--trainer.max_epochs", "3"]
+    assert run_train(args, tmp_path) == 0
+    out = run_dir(tmp_path, "frozen")
+    results = read_results(out)
+    assert "epoch=0" in results["tested_checkpoint"]
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    stats = next(v for k, v in last["callbacks"].items() if k.startswith("RunStats"))
+    assert results["epochs"] == 3 and results["global_step"] == 18
+    assert results["train_seconds"] >= stats["train_seconds"]  # not the epoch-0 checkpoint's clock
+
