@@ -17,8 +17,12 @@ def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
     own = getattr(module, "parameter_counts", None)
     if callable(own):
         return own()
-    return {"trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
-            "total_params": sum(p.numel() for p in module.parameters())}
+    counts = {"trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+              "total_params": sum(p.numel() for p in module.parameters())}
+    nonzero = getattr(getattr(module, "net", None), "nonzero_params", None)  # a pruned net counts what it uses
+    if callable(nonzero):
+        counts["inference_params"] = nonzero()
+    return counts
 
 
 class ParameterCounts(Callback):

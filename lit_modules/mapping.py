@@ -76,10 +76,11 @@ class MappingNetModule(SupervisedModule):
         mask = self.mapping.mask
         params, aux = self.generated(refresh_mask=mask is not None and mask.due(self.global_step))
         out = functional_call(self.net, params, (x,))
-        task = self.loss_fn(out.reshape(y.shape) if self.task == "regression" else out, y)
+        pred = out.reshape(y.shape) if self.task == "regression" else out
+        task = self.loss_fn(pred, y)
         terms = self.regularisers(x, out, aux)
         loss = task + self.loss_weights(terms)
-        self.track_train(loss, out.detach(), y)
+        self.track_train(loss, pred.detach(), y)
         latents = list(self.mapping.latents)
         z_sq = sum(z.detach().square().sum() for z in latents)
         shift = sum(self.mapping.shift(g, z).detach() for g, z in enumerate(latents))
@@ -108,7 +109,7 @@ class MappingNetModule(SupervisedModule):
         params = self.generated(noisy)[0]
         buffers = {name: b.clone() for name, b in self.net.named_buffers()}
         out_noisy = functional_call(self.net, {**params, **buffers}, (x[:k],))
-        return (out_noisy - out[:k]).square().flatten(1).sum(1).mean()
+        return (out_noisy - out[:k]).square().reshape(k, -1).sum(1).mean()  # also 1-D outputs (one per sample)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -37,3 +37,14 @@ def test_mismatched_checkpoint_fails_clearly(tmp_path: Path, capsys: pytest.Capt
     assert run_train([*BASE, "--name", "m", "--ckpt_path", "last", *change], tmp_path) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err
+
+
+def test_regression_with_one_output_per_sample_trains(tmp_path: Path) -> None:
+    # a net returning (B,) against (B,) targets: the stability term and the train metrics must not broadcast
+    args = ["--model", "lit_modules.MappingNetModule", "--model.net", "nets.TwoLayerTanh",
+            "--model.net.init_args.in_features", "8", "--model.net.init_args.width", "16", "--model.task", "regression",
+            "--model.latent_dim", "8", "--data", "datamodules.SyntheticRegressionDataModule",
+            "--data.steps_per_epoch", "3", "--trainer.max_epochs", "1", "--name", "reg"]
+    assert run_train(args, tmp_path) == 0
+    results = read_results(run_dir(tmp_path, "reg"))
+    assert results["trainable_params"] == 8 and results["train/mse"] > 0 and results["test/mse"] > 0
