@@ -48,7 +48,25 @@ def load_features(path: Path) -> dict[str, Any]:
     return data
 
 
-class DeepfakeFeaturesDataModule(ShardedDataModule):
+class RealFakeSplits:
+    """For datamodules whose ``sets[split].targets`` are 0 = real, 1 = fake labels."""
+
+    def class_balance(self) -> dict[str, dict[str, Any]]:
+        """Per split: real and fake counts and the fake share (what accuracy a constant guess reaches)."""
+        self.setup()
+        out = {}
+        for split in ("train", "val", "test"):
+            y = self.sets[split].targets
+            fake = int(y.sum())
+            out[split] = {"real": len(y) - fake, "fake": fake, "fake_share": round(fake / len(y), 4)}
+        return out
+
+    def log_class_balance(self, unit: str) -> None:
+        rank_zero_info(f"{type(self).__name__} {self.hparams.dataset}: " + "; ".join(
+            f"{s} {b['real']} real / {b['fake']} fake{unit}" for s, b in self.class_balance().items()))
+
+
+class DeepfakeFeaturesDataModule(RealFakeSplits, ShardedDataModule):
     """Real (0) vs fake (1) videos, each a 2176-d feature vector shown to the CNN as ``input_shape``.
 
     The vector is standardised per dimension with the training subset's mean and std, then laid out in C order into
@@ -129,8 +147,7 @@ class DeepfakeFeaturesDataModule(ShardedDataModule):
             self.sets[split] = InMemoryImages(self.to_input((x - mean) / std), y)
             self.video_ids[split] = ids
         self.train_set, self.val_set, self.test_set = self.sets["train"], self.sets["val"], self.sets["test"]
-        rank_zero_info(f"{type(self).__name__} {self.hparams.dataset}: " + "; ".join(
-            f"{s} {b['real']} real / {b['fake']} fake" for s, b in self.class_balance().items()))
+        self.log_class_balance("")
 
     def to_input(self, features: Tensor) -> Tensor:
         """(N, 2176) -> (N, C, H, W): C-order fill, zeros after the last feature."""
@@ -138,12 +155,3 @@ class DeepfakeFeaturesDataModule(ShardedDataModule):
         padded = torch.nn.functional.pad(features, (0, c * h * w - FEATURE_DIM))
         return padded.view(-1, c, h, w).contiguous()
 
-    def class_balance(self) -> dict[str, dict[str, Any]]:
-        """Per split: real and fake counts and the fake share (what accuracy a constant guess reaches)."""
-        self.setup()
-        out = {}
-        for split in ("train", "val", "test"):
-            y = self.sets[split].targets
-            fake = int(y.sum())
-            out[split] = {"real": len(y) - fake, "fake": fake, "fake_share": round(fake / len(y), 4)}
-        return out

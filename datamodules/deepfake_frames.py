@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import DataError, ShardedDataModule
+from datamodules.deepfake import RealFakeSplits
 from datamodules.deepfake_videos import FFPP_METHODS, Video, VideoClips, celebdf_videos, collate_clips, ffpp_videos
 
 FORMAT = "overparam-deepfake-frames/1"
@@ -51,7 +52,7 @@ class IndexedFrames(Dataset):
         return self.labels[self.indices]
 
 
-class DeepfakeFramesDataModule(ShardedDataModule):
+class DeepfakeFramesDataModule(RealFakeSplits, ShardedDataModule):
     """Real (0) vs fake (1) face-video frames; every frame is a sample labelled with its video.
 
     Args:
@@ -195,18 +196,7 @@ class DeepfakeFramesDataModule(ShardedDataModule):
                 self.sets[split] = IndexedFrames(frames, labels, torch.arange(len(labels)))
                 self.video_ids[split] = list(meta["video_ids"])
         self.train_set, self.val_set, self.test_set = self.sets["train"], self.sets["val"], self.sets["test"]
-        rank_zero_info(f"{type(self).__name__} {self.hparams.dataset}: " + "; ".join(
-            f"{s} {b['real']} real / {b['fake']} fake frames" for s, b in self.class_balance().items()))
-
-    def class_balance(self) -> dict[str, dict[str, Any]]:
-        """Per split: real and fake frame counts and the fake share (what accuracy a constant guess reaches)."""
-        self.setup()
-        out = {}
-        for split in ("train", "val", "test"):
-            y = self.sets[split].targets
-            fake = int(y.sum())
-            out[split] = {"real": len(y) - fake, "fake": fake, "fake_share": round(fake / len(y), 4)}
-        return out
+        self.log_class_balance(" frames")
 
     # ----------------------------------------------------------------- on-device transforms
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
