@@ -111,14 +111,6 @@ class MappingNetModule(SupervisedModule):
         out_noisy = functional_call(self.net, {**params, **buffers}, (x[:k],))
         return (out_noisy - out[:k]).square().reshape(k, -1).sum(1).mean()  # also 1-D outputs (one per sample)
 
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
-
     # ------------------------------------------------------------------ counts, results, checkpoints
     def parameter_counts(self) -> dict[str, int]:
         """The paper's count: trainable_params = latent entries, plus modulation vectors and mapper weights when

@@ -97,8 +97,6 @@ class FineTuneModule(FrozenNorms, SupervisedModule):
             param.requires_grad_(name in tuned)
         self.frozen_norms = tuple(frozen_norm_layers(net, layers, batchnorm))
 
-    configure_optimizers = MappingNetModule.configure_optimizers  # the trainable parameters only
-
 
 class DeepfakeMappingFineTuneModule(DetectionMetrics, MappingFineTuneModule):
     """:class:`MappingFineTuneModule` with AUROC and F1 (real 0 / fake 1): the Ours* rows of Table 10."""

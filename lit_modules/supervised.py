@@ -81,7 +81,8 @@ class SupervisedModule(pl.LightningModule):
         self._eval_step("test", batch)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        # frozen parameters (mapping networks' targets, fine-tuning outside the layer set) stay out of the optimizer
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
