@@ -140,8 +140,8 @@ class NeuronPursuit(Callback):
         self.long_stages = state_dict.get("long_stages", False)
         self.stage_end = state_dict.get("stage_end", self.epochs_per_stage * max(self.iteration, 1))
 
-    def summary(self) -> dict[str, Any]:
-        """Entries for results.json."""
+    def results(self) -> dict[str, Any]:
+        """Entries for results.json (collected by train.py like every callback's ``results()``)."""
         return {"np_iterations": self.iteration, "np_stop_reason": self.stop_reason,
                 "np_not_applicable": self.stop_reason == "ncf_nonpositive", "np_history": self.history}
 

@@ -239,15 +239,10 @@ class NeuronPursuitModule(pl.LightningModule):
             self.net.resize(widths)
 
     def results(self) -> dict[str, Any]:
-        from callbacks.neuron_pursuit import NeuronPursuit
-
         extra: dict[str, Any] = {"widths": self.net.widths}
         if self.lr_schedule.every is not None:
             extra["lr_halving_events"] = self.lr_schedule.events
         data = self.trainer.datamodule
         if hasattr(data, "train_tensors"):  # also when NP stopped before any GD step logged it
             extra.update({f"train/{k}": v for k, v in self.errors(*self.prepare(*data.train_tensors())).items()})
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, NeuronPursuit):
-                extra.update(cb.summary())
         return extra
