@@ -18,21 +18,14 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-QUIET = ["--wandb", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from np_sample_sweep import run  # noqa: E402  (one in-process train.py runner for both sweeps)
 
 
 def escape_step(config: str, delta: float, root: Path, extra: list[str]) -> Optional[float]:
-    import train
-
-    name = f"{config}_delta{delta:g}"
-    code = train.main(["--config", str(ROOT / "configs/neuron_pursuit" / f"{config}.yaml"), "--name", name,
-                       "--trainer.default_root_dir", str(root), "--trainer.callbacks.init_args.stop_after_escape",
-                       "true", "--trainer.callbacks.init_args.plots", "false", *QUIET, *extra,
-                       "--model.delta", str(delta)])
-    if code != 0:
-        raise RuntimeError(f"{name} failed with exit code {code}")
-    latest = max((root / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    results = json.loads((latest / "results.json").read_text())
+    results = run(config, f"{config}_delta{delta:g}", root,
+                  ["--trainer.callbacks.init_args.stop_after_escape", "true",
+                   "--trainer.callbacks.init_args.plots", "false", *extra, "--model.delta", str(delta)])
     return results["saddle_escape_step"]
 
 

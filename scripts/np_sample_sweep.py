@@ -39,7 +39,7 @@ def run(config: str, name: str, root: Path, extra: list[str]) -> dict:
                        "--trainer.default_root_dir", str(root), *QUIET, *extra])
     if code != 0:
         raise RuntimeError(f"{name} failed with exit code {code}")
-    latest = max((root / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    latest = max((root / name).glob("version_*"), key=train.version_number)
     return json.loads((latest / "results.json").read_text())
 
 
