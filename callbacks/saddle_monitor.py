@@ -105,6 +105,8 @@ class SaddleMonitor(Callback):
         self.history: list[dict[str, float]] = []
         self.snapshots: list[Tensor] = []
         self.ncf: Optional[SaddleNCF] = None
+        self._data: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
+        self._loss_bar = float("nan")
         self.summary: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ state
@@ -121,7 +123,10 @@ class SaddleMonitor(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = pl_module.prepare(*trainer.datamodule.train_tensors())
-        self.ncf = SaddleNCF(pl_module.restricted_net(), x, y)
+        saddle = pl_module.restricted_net()
+        self.ncf = SaddleNCF(saddle, x, y)
+        with torch.no_grad():  # fixed for the run: the data and L(w_bar)
+            self._data, self._loss_bar = (x, y), float(pl_module.loss_fn(saddle(x), y))
         if not self.history:  # the initial point (not logged: Lightning logs from training hooks only)
             self._measure(trainer, pl_module, step=0)
 
@@ -135,11 +140,10 @@ class SaddleMonitor(Callback):
 
     @torch.no_grad()
     def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, float]:
-        x, y = pl_module.prepare(*trainer.datamodule.train_tensors())
+        (x, y), loss_bar = self._data, self._loss_bar
         weights = [w.detach() for w in pl_module.net.weights]
         flat, w_bar, n_mask = pl_module.flat_weights(), pl_module.w_bar, pl_module.n_mask
         z_mask = [m.view_as(w) for m, w in zip((~n_mask).split([w.numel() for w in weights]), weights)]
-        loss_bar = float(pl_module.loss_fn(pl_module.restricted_net()(x), y))
         kappa, ncf_value = kkt_alignment(self.ncf.value_and_grad, weights, z_mask)
         w_z_norm = float(flat[~n_mask].norm())
         record = {"gd_step": float(step), "norm_loss": float(pl_module.loss_fn(pl_module.net(x), y)) / loss_bar,
