@@ -5,8 +5,10 @@
                     [--seed N] [--ckpt_path last|PATH] [--name NAME] [--wandb false]
 
 Fits, then tests the best checkpoint, and writes ``<root>/<name>/version_<k>/`` with ``config.yaml``,
-``metrics.csv``, ``checkpoints/{last,best-*}.ckpt`` and ``results.json``.
+``metrics.csv``, ``checkpoints/{last,best-*}.ckpt`` and ``results.json``. In Python, ``train.run(args)`` does the
+same and returns the results.
 """
+import argparse
 import json
 import os
 import re
@@ -14,7 +16,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 import datamodules  # noqa: F401  (registers the datamodules for --help and short class names)
 import lit_modules  # noqa: F401  (registers the modules)
+from datamodules import DataError
 from callbacks import (FlushLogsOnCheckpoint, NaNGuard, ParameterCounts, ResumableCSVLogger, RNGState, RunCheckpoint,
                        RunStats,
                        parameter_counts, truncate_metrics)
@@ -32,7 +35,11 @@ RUN_DIR_ENV = "OVERPARAM_RUN_DIR"  # hands rank 0's run folder to the processes 
 
 
 class UsageError(Exception):
-    """Bad input from the user; reported as one line."""
+    """Bad input from the user (flag, config, data, checkpoint); its message is the one line to report."""
+
+
+# errors that mean the input was wrong, not the code: run() turns them into UsageError with a one-line message
+INPUT_ERRORS = (argparse.ArgumentError, ValueError, FileNotFoundError, DataError)
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -307,10 +314,32 @@ def check_config_files(args: list[str]) -> None:
                 raise UsageError(f"config file {path} is not valid YAML: {err}") from err
 
 
+def run(args: Sequence[str]) -> dict[str, Any]:
+    """Runs exactly what ``python train.py ARGS`` runs, in this process, and returns the content of the run's
+    ``results.json`` (with ``run_dir``). Bad input raises :class:`UsageError`; a fresh run that fails before
+    logging anything leaves no folder behind."""
+    args, script = [str(a) for a in args], str(Path(__file__).resolve())
+    argv, sys.argv = sys.argv, [script]  # LightningCLI warns when sys.argv holds arguments besides `args`
+    try:
+        check_config_files(args)
+        cli = OverparamCLI(args)
+        sys.argv = [script, *args]  # Lightning's DDP launcher starts the other processes from sys.argv
+        return cli.run_experiment()
+    except BaseException as err:
+        cli = getattr(OverparamCLI, "current", None)
+        if cli is not None:
+            cli.discard_empty_run()
+        if isinstance(err, INPUT_ERRORS):
+            raise UsageError(one_line(err)) from err
+        raise
+    finally:
+        sys.argv = argv
+        OverparamCLI.current = None
+
+
 def main(args: Optional[list[str]] = None) -> int:
     try:
-        check_config_files(sys.argv[1:] if args is None else args)
-        OverparamCLI(args).run_experiment()
+        run(sys.argv[1:] if args is None else args)
         return 0
     except KeyboardInterrupt:
         print("interrupted; continue with --ckpt_path last", file=sys.stderr)
@@ -318,9 +347,6 @@ def main(args: Optional[list[str]] = None) -> int:
     except Exception as err:
         if os.environ.get("OVERPARAM_TRACEBACK"):
             raise
-        cli = getattr(OverparamCLI, "current", None)
-        if cli is not None:
-            cli.discard_empty_run()
         print(f"error: {one_line(err)}  (OVERPARAM_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 1
 

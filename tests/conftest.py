@@ -23,11 +23,7 @@ def run_train(args: list[str], root: Path, quiet: bool = True) -> int:
     """``python train.py ARGS`` in this process with runs under ``root``; returns the exit code."""
     import train
 
-    argv, sys.argv = sys.argv, ["train.py"]  # LightningCLI would otherwise also look at pytest's own argv
-    try:
-        return train.main([*args, "--trainer.default_root_dir", str(root), *(QUIET if quiet else [])])
-    finally:
-        sys.argv = argv
+    return train.main([*args, "--trainer.default_root_dir", str(root), *(QUIET if quiet else [])])
 
 
 def run_dir(root: Path, name: str, version: int = 0) -> Path:

@@ -10,7 +10,7 @@ import torch
 
 from lit_modules import SupervisedModule
 
-from tests.conftest import QUIET, ROOT, python, read_metrics, read_results, run_dir, run_train
+from tests.conftest import FMNIST_SLICE, QUIET, ROOT, python, read_metrics, read_results, run_dir, run_train
 
 SMALL = ["--config", "configs/default.yaml", "--data.root", "data", "--data.max_train_samples", "300",
          "--data.batch_size", "50", "--data.val_fraction", "0.05", "--trainer.max_epochs", "1"]
@@ -173,3 +173,17 @@ def test_results_describe_the_whole_fit_when_an_earlier_checkpoint_is_tested(tmp
     assert results["epochs"] == 3 and results["global_step"] == 18
     assert results["train_seconds"] >= stats["train_seconds"]  # not the epoch-0 checkpoint's clock
 
+
+
+def test_run_returns_results_and_raises_usage_error(tmp_path: Path) -> None:
+    import train
+
+    results = train.run(["--config", "configs/default.yaml", "--data.root", str(FMNIST_SLICE), "--trainer.max_steps",
+                         "3", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+                         "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    assert results == {**read_results(Path(results["run_dir"])), "run_dir": results["run_dir"]}
+    assert results["global_step"] == 3
+    with pytest.raises(train.UsageError, match="no_such_key"):
+        train.run(["--config", "configs/default.yaml", "--model.no_such_key", "1",
+                   "--trainer.default_root_dir", str(tmp_path)])
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["version_0"]
