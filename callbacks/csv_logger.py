@@ -1,17 +1,27 @@
-"""A CSVLogger that appends to an existing ``metrics.csv`` (resume) instead of deleting it."""
+"""A CSVLogger that appends to an existing log (resume) instead of deleting it, with one row per step.
+
+Lightning logs a step's metrics in several calls (learning rate at the batch start, the step's loss, validation,
+the epoch-end summary), some before and some after the checkpoint of that step. ``metrics_raw.csv`` keeps one row
+per call, so a resumed run can cut it back to exactly its checkpoint (``truncate_metrics``); ``metrics.csv`` is
+rewritten from it at every save with the calls of one step joined into one row.
+"""
 import csv
 import os
+from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+RAW, MERGED = "metrics_raw.csv", "metrics.csv"
+
 
 class _AppendingWriter(ExperimentWriter):
-    rows_written = 0  # rows in metrics.csv, recorded in each checkpoint to cut a resumed log back exactly
+    NAME_METRICS_FILE = RAW
+    rows_written = 0  # rows in metrics_raw.csv, recorded in each checkpoint to cut a resumed log back exactly
 
     def _check_log_dir_exists(self) -> None:
-        # Lightning's writer deletes an existing metrics.csv here; a resumed run must keep its history,
+        # Lightning's writer deletes an existing log here; a resumed run must keep its history,
         # so adopt the file's header instead and let later saves append (or rewrite with merged keys).
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as file:
@@ -20,8 +30,10 @@ class _AppendingWriter(ExperimentWriter):
                 self.rows_written = sum(1 for _ in reader)
 
     def save(self) -> None:
-        self.rows_written += len(self.metrics)
-        super().save()
+        if self.metrics:
+            self.rows_written += len(self.metrics)
+            super().save()
+            merge_steps(self.log_dir)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -34,23 +46,47 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def truncate_metrics(path: str, rows: int, global_step: int) -> None:
-    """Cut ``metrics.csv`` back to what a run had logged when it wrote the checkpoint it resumes from.
+def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_rows(path: str, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def merge_steps(folder: str) -> None:
+    """``metrics.csv`` from ``metrics_raw.csv``: consecutive rows of the same step become one row, unless they
+    disagree on a value (then both stay)."""
+    fields, rows = read_rows(os.path.join(folder, RAW))
+    merged: list[dict[str, str]] = []
+    for row in rows:
+        last = merged[-1] if merged else None
+        if last is not None and last["step"] == row["step"] and all(
+                last[k] in ("", v) for k, v in row.items() if v != ""):
+            last.update({k: v for k, v in row.items() if v != ""})
+        else:
+            merged.append(dict(row))
+    write_rows(os.path.join(folder, MERGED), fields, merged)
+
+
+def truncate_metrics(folder: str, rows: int, global_step: int) -> None:
+    """Cut the log of the run in ``folder`` back to what it had logged when it wrote the checkpoint it resumes from.
 
     ``rows`` were flushed when the checkpoint was written. Lightning logs the metrics of the batch (or epoch)
     that triggered the checkpoint right after it, so the next row belongs too when its step is still below
     the checkpoint's ``global_step``; anything later (work after the checkpoint, a partial-epoch summary of a
     run stopped by max_steps, test rows) is dropped.
     """
+    path = os.path.join(folder, RAW)
     if not os.path.isfile(path):
         return
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        fields, table = reader.fieldnames or [], list(reader)
-    kept = table[:rows] + [row for row in table[rows:rows + 1] if int(row["step"]) < global_step]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(tmp, path)
+    fields, table = read_rows(path)
+    write_rows(path, fields, table[:rows] + [row for row in table[rows:rows + 1] if int(row["step"]) < global_step])
+    merge_steps(folder)

@@ -118,7 +118,7 @@ class RNGState(Callback):
 
 class FlushLogsOnCheckpoint(Callback):
     """Writes buffered metrics with every checkpoint and records how many CSV rows it covers, so a resumed
-    run first cuts ``metrics.csv`` back to exactly the checkpoint (``truncate_metrics``)."""
+    run first cuts its log back to exactly the checkpoint (``truncate_metrics``)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         for logger in trainer.loggers:

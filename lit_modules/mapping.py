@@ -1,4 +1,5 @@
 """Mapping Networks (Sen & Mukherjee, CVPR 2026): train only latents that generate a target net's parameters."""
+import copy
 from typing import Any, Literal, Optional, Union
 
 import torch
@@ -70,6 +71,14 @@ class MappingNetModule(SupervisedModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return functional_call(self.net, self.generated()[0], (x,))
+
+    @torch.no_grad()
+    def export_net(self) -> nn.Module:
+        """A copy of the target net holding the generated weights as its own (``train.py export``)."""
+        net = copy.deepcopy(self.net)
+        for name, value in self.generated()[0].items():
+            net.get_parameter(name).copy_(value)
+        return net
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

@@ -79,6 +79,8 @@ class NeuronPursuitModule(pl.LightningModule):
             every growth) restores ``lr`` and the count.
     """
 
+    growing = True  # widths change during training: train.py export writes state dicts only
+
     def __init__(self, in_features: int, out_features: int = 1, depth: int = 3, alpha: float = 0.0, power: int = 1,
                  widths: Optional[Sequence[int]] = None, lr: float = 0.005, gd_steps_per_batch: int = 1000,
                  init_radius: float = 0.0, classification: bool = False,

@@ -80,6 +80,10 @@ class SupervisedModule(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        return {"output": self(x), "target": y}  # train.py predict writes them (callbacks/predictions.py)
+
     def configure_optimizers(self) -> Any:
         # frozen parameters (mapping networks' targets, fine-tuning outside the layer set) stay out of the optimizer
         optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])

@@ -154,3 +154,48 @@ def test_real_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: data.batch_size must be positive")
+
+
+# ---------------------------------------------------------------------- subcommands, W&B, devices
+def test_more_cpu_processes_than_cores_without_naming_the_accelerator(runs: Path, capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # "auto" means the CPU here
+    fails_cleanly([*BASE, "--trainer.devices", "64"], runs, capsys, "more CPU cores than this machine has")
+
+
+def test_test_of_a_missing_checkpoint(runs: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly(["test", *BASE, "--ckpt_path", "gone.ckpt"], runs, capsys, "checkpoint not found")
+
+
+def test_evaluation_needs_a_checkpoint_or_config(runs: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly(["predict", "--name", "exp"], runs, capsys, "predict needs --ckpt_path")
+
+
+def test_test_of_another_models_checkpoint(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "overparam": {"model_class": "lit_modules.wgan_gp.WGANGPModule"}}, path)
+    fails_cleanly(["test", *BASE, "--ckpt_path", str(path)], runs, capsys, "written by lit_modules.wgan_gp")
+    assert not (runs / "exp" / "eval_0").exists()
+
+
+def test_torchscript_export_of_a_growing_net(runs: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["export", "--config", "configs/neuron_pursuit/gaussian_h1.yaml", "--name", "exp", "--format",
+            "torchscript"]
+    fails_cleanly(args, runs, capsys, "network grows during training")
+
+
+def test_unknown_export_format(runs: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly(["export", *BASE, "--format", "tflite"], runs, capsys, "format")
+
+
+def test_unknown_wandb_value(runs: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly([*BASE, "--wandb_log_model", "sometimes"], runs, capsys, "wandb_log_model")
+
+
+def test_unknown_wandb_mode(runs: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    fails_cleanly(BASE, runs, capsys, "WANDB_MODE=sometimes")
+
+
+def test_config_logger_of_an_unknown_class(runs: Path, capsys: pytest.CaptureFixture) -> None:
+    fails_cleanly([*BASE, "--trainer.logger", "NoSuchLogger"], runs, capsys, "NoSuchLogger")
