@@ -402,6 +402,9 @@ def make_wandb_logger(run_dir: Path, mode: str, **settings: Any) -> pl.loggers.W
         run_id = uuid.uuid4().hex[:12]
         if process_rank() == 0:
             id_file.write_text(run_id)
+    if settings.get("log_model") and mode != "online":
+        raise UsageError("--wandb_log_model uploads checkpoints, which needs W&B online (wandb login, or "
+                         "WANDB_MODE=online)")
     settings.setdefault("project", os.environ.get("WANDB_PROJECT") or "overparam")
     settings.setdefault("name", f"{run_dir.parent.name}/{run_dir.name}")
     for key in ("id", "version", "save_dir", "dir", "offline", "resume"):

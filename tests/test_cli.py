@@ -187,3 +187,20 @@ def test_run_returns_results_and_raises_usage_error(tmp_path: Path) -> None:
         train.run(["--config", "configs/default.yaml", "--model.no_such_key", "1",
                    "--trainer.default_root_dir", str(tmp_path)])
     assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["version_0"]
+
+
+def test_plain_run_console_fits_one_screen_without_warnings(tmp_path: Path) -> None:
+    cmd = [python(), "train.py", "--config", "configs/default.yaml", "--data.max_train_samples", "1000",
+           "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 40, lines
+    text = "\n".join(lines)
+    for noise in ("warn", "Tip", "FLOPs", "TPU", "wandb:"):
+        assert noise.lower() not in text.lower(), noise
+    assert "Epoch 2/2" in text and "v_num: 0" in text
+    where = done.stdout.strip().splitlines()[-1]
+    assert where.startswith(f"run: {tmp_path / 'default' / 'version_0'} (results.json, best: best-")
+    assert "W&B offline: wandb sync " in where and (tmp_path / "default" / "version_0" / "wandb").is_dir()
