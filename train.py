@@ -27,13 +27,14 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 import datamodules  # noqa: F401  (registers the datamodules for --help and short class names)
 import lit_modules  # noqa: F401  (registers the modules)
 from datamodules import DataError
 from callbacks import (FlushLogsOnCheckpoint, NaNGuard, ParameterCounts, ResumableCSVLogger, RNGState, RunCheckpoint,
-                       RunStats,
+                       RunStats, SlurmRequeue,
                        parameter_counts, truncate_metrics)
 from callbacks.console import RunModelSummary, RunProgressBar, quiet_console
 from callbacks.predictions import PredictionWriter, save_samples
@@ -155,6 +156,8 @@ class OverparamCLI(LightningCLI):
             self.run_dir = Path(os.environ[RUN_DIR_ENV])
             self.resume_ckpt = resolve_ckpt(ckpt, exp_dir) if ckpt else None
             return
+        if not ckpt and self.command not in EVALUATIONS:
+            self.run_dir, self.resume_ckpt = requeued_run(exp_dir)
         if ckpt:
             self.resume_ckpt = resolve_ckpt(ckpt, exp_dir)
             self.run_dir = run_folder_of(self.resume_ckpt)
@@ -167,6 +170,8 @@ class OverparamCLI(LightningCLI):
         elif self.run_dir is None:
             self.run_dir = new_version_dir(exp_dir, create=process_rank() == 0)
             self.fresh_run_dir = True
+            if slurm_job_id() and process_rank() == 0:  # a requeue of this job finds its folder by this mark
+                (self.run_dir / "slurm_job").write_text(slurm_job_id())
         os.environ[RUN_DIR_ENV] = str(self.run_dir)
 
     def after_instantiate_classes(self) -> None:
@@ -197,10 +202,14 @@ class OverparamCLI(LightningCLI):
         checkpointing = trainer_cfg.get("enable_checkpointing") is not False and self.command not in EVALUATIONS
         if checkpointing:
             monitor, mode = getattr(model, "monitor", None), getattr(model, "monitor_mode", "min")
-            callbacks.insert(0, RunCheckpoint(
+            checkpoint = RunCheckpoint(
                 dirpath=run_dir / "checkpoints", save_last=True, monitor=monitor, mode=mode,
                 filename="best-{epoch}-{step}" if monitor else "{epoch}-{step}",
-                last_every_n_steps=self.config["checkpoint_every_n_steps"], save_top_k=1))
+                last_every_n_steps=self.config["checkpoint_every_n_steps"], save_top_k=1)
+            callbacks.insert(0, checkpoint)
+            if slurm_job_id():  # ours instead of Lightning's auto-requeue (see SlurmRequeue)
+                callbacks.insert(1, SlurmRequeue(slurm_job_id(), checkpoint))
+                kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
         if trainer_cfg.get("enable_progress_bar") is not False:
             callbacks.append(RunProgressBar(version_number(run_dir)))
         if trainer_cfg.get("enable_model_summary") is not False:
@@ -342,6 +351,28 @@ def resolve_ckpt(ckpt: str, exp_dir: Path) -> str:
     if not candidates:
         raise UsageError(f"--ckpt_path {ckpt}: no earlier run of '{exp_dir.name}' with a {pattern} under {exp_dir}")
     return str(candidates[-1])
+
+
+def slurm_job_id() -> Optional[str]:
+    """The SLURM job (array task) this process belongs to, as Lightning's auto-requeue names it; None outside."""
+    if not SLURMEnvironment.detect():
+        return None
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID")
+
+
+def requeued_run(exp_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+    """A requeued SLURM job continues the run folder it started, from its ``last.ckpt`` (written on SIGUSR1 by
+    ``SlurmRequeue``); (None, None) for anything else."""
+    job = slurm_job_id()
+    if job is None:
+        return None, None
+    for folder in sorted(exp_dir.glob("version_*"), key=version_number, reverse=True):
+        mark = folder / "slurm_job"
+        if mark.is_file() and mark.read_text().strip() == job:
+            ckpt = folder / "checkpoints" / "last.ckpt"
+            return (folder, str(ckpt)) if ckpt.is_file() else (None, None)
+    return None, None
 
 
 def run_folder_of(ckpt: str) -> Optional[Path]:

@@ -3,9 +3,10 @@ from callbacks.csv_logger import ResumableCSVLogger, truncate_metrics
 from callbacks.neuron_pursuit import NeuronPursuit
 from callbacks.saddle_monitor import SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
-                                     RunCheckpoint, RunStats, parameter_counts)
+                                     RunCheckpoint, RunStats, SlurmRequeue, parameter_counts)
 from callbacks.ntk import NTKMonitor
 from callbacks.fid import FID
 
 __all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "SaddleMonitor", "NonFiniteLossError", "parameter_counts",
-           "ParameterCounts", "ResumableCSVLogger", "RNGState", "RunCheckpoint", "RunStats", "truncate_metrics", "FID"]
+           "ParameterCounts", "ResumableCSVLogger", "RNGState", "RunCheckpoint", "RunStats", "SlurmRequeue",
+           "truncate_metrics", "FID"]

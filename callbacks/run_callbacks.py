@@ -2,6 +2,8 @@
 import math
 import random
 import resource
+import signal
+import subprocess
 import time
 from typing import Any, Optional
 
@@ -150,3 +152,33 @@ class RunCheckpoint(ModelCheckpoint):
         stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
         if (periodic or stopping) and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class SlurmRequeue(Callback):
+    """SLURM preemption: on ``SIGUSR1`` (``#SBATCH --signal=USR1@90``) write ``last.ckpt`` at the end of the current
+    step, then ``scontrol requeue`` the job; the requeued job finds its run folder and continues from there
+    (``train.requeued_run``). It replaces Lightning's own auto-requeue handler, which saves inside the step that
+    the signal interrupts, so that a resumed run loses that step.
+    """
+
+    def __init__(self, job_id: str, checkpoint: RunCheckpoint) -> None:
+        self.job_id, self.checkpoint, self.pending = job_id, checkpoint, False
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signal.signal(signal.SIGUSR1, self._notice)
+
+    def _notice(self, signum: int, frame: Any) -> None:
+        self.pending = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # every process saves at the same step (the signal may reach them during different steps)
+        if not trainer.strategy.reduce_boolean_decision(self.pending, all=False):
+            return
+        self.pending = False
+        if self.checkpoint._last_global_step_saved != trainer.global_step:
+            self.checkpoint._save_last_checkpoint(trainer, self.checkpoint._monitor_candidates(trainer))
+        if trainer.is_global_zero:
+            done = subprocess.call(["scontrol", "requeue", self.job_id])
+            pl.utilities.rank_zero_info(f"SLURM job {self.job_id} requeued at step {trainer.global_step}" if done == 0
+                                        else f"scontrol requeue {self.job_id} failed ({done}); training goes on")
