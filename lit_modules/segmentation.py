@@ -3,6 +3,7 @@
 ``SegmentationTask`` turns any :class:`SupervisedModule` subclass into a segmentation module, so the plain net
 (``SegmentationModule``) and the mapping-network net (``MappingSegmentationModule``) share one implementation.
 """
+import math
 from typing import Any, Optional
 
 import pytorch_lightning as pl
@@ -10,7 +11,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lit_modules.mapping import MappingNetModule
 from lit_modules.supervised import SupervisedModule, adam
@@ -42,7 +43,9 @@ class SegmentationTask:
             "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)})
         self.metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self.metrics["train_"].persistent(True)  # epoch-level train metrics survive a mid-epoch resume
-        self.test_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+        # NaN for a class absent from both labels and predictions (reported as None), as the mIoU leaves it out
+        self.test_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index,
+                                               zero_division=float("nan"))
         self.monitor, self.monitor_mode = "val/miou", "max"
         self.class_iou: Optional[list[Optional[float]]] = None
         self._images: Optional[tuple[Tensor, Tensor, Tensor]] = None
@@ -56,20 +59,18 @@ class SegmentationTask:
         self.log(f"{stage}/loss", self.mean_loss[f"{stage}_"], prog_bar=stage == "val")
         self.log_dict(self.metrics[f"{stage}_"], prog_bar=stage == "val")
         if stage == "test":
-            self.test_confmat.update(pred, y)
+            self.test_iou.update(pred, y)
         elif self._images is None and self.wants_images():
             k = self.num_images
             self._images = (x[:k].detach(), y[:k].detach(), pred[:k].detach())
 
     # ------------------------------------------------------------------ per-class IoU
     def on_test_epoch_start(self) -> None:
-        self.test_confmat.reset()
+        self.test_iou.reset()
 
     def on_test_epoch_end(self) -> None:
-        confmat = self.test_confmat.compute().double()  # synced over processes
-        tp = confmat.diag()
-        union = confmat.sum(0) + confmat.sum(1) - tp
-        self.class_iou = [float(t / u) if u > 0 else None for t, u in zip(tp, union)]
+        iou = self.test_iou.compute().tolist()  # synced over processes
+        self.class_iou = [None if math.isnan(v) else v for v in iou]
 
     def results(self) -> dict[str, Any]:
         extra = super().results() if callable(getattr(super(), "results", None)) else {}

@@ -91,7 +91,7 @@ def test_metrics_match_a_hand_computed_confusion_matrix() -> None:
     target[target == 3] = 255  # class 3 never labelled; predictions of 3 on labelled pixels still count as errors
     pred = logits.argmax(1)
     module.metrics["test_"].update(pred, target)
-    module.test_confmat.update(pred, target)
+    module.test_iou.update(pred, target)
     got = module.metrics["test_"].compute()
     module.on_test_epoch_end()
     keep = target != 255
