@@ -37,6 +37,7 @@ from callbacks import (FlushLogsOnCheckpoint, NaNGuard, ParameterCounts, Resumab
                        RunStats, SlurmRequeue,
                        parameter_counts, truncate_metrics)
 from callbacks.console import RunModelSummary, RunProgressBar, quiet_console
+from callbacks.figures import Figures
 from callbacks.predictions import PredictionWriter, save_samples
 
 RUN_DIR_ENV = "OVERPARAM_RUN_DIR"  # hands rank 0's run folder to the processes Lightning's DDP launcher starts
@@ -216,6 +217,8 @@ class OverparamCLI(LightningCLI):
             callbacks.append(RunModelSummary())
         if self.command == "predict":
             callbacks.append(PredictionWriter(run_dir))
+        elif self.command != "export":
+            callbacks.append(Figures())
         return super().instantiate_trainer(logger=loggers, callbacks=self.trainer_callbacks(callbacks),
                                            enable_checkpointing=checkpointing, **kwargs)
 

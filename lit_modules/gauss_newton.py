@@ -47,6 +47,8 @@ class GaussNewtonModule(pl.LightningModule):
         diagnostics: log the SVD-based spectra and Riemannian gradient every step (needs dense J).
     """
 
+    figure_curves = {"λ_min": ("train/lambda_min",), "‖grad‖": ("train/grad_norm", "train/riem_grad_norm")}
+
     def __init__(self, net: nn.Module, alpha: float = 8.0, dt: float = 0.01, eta: Optional[float] = None,
                  rho: float = 0.0, method: str = "lstsq",
                  jacobian: Literal["analytic", "autograd", "matrix_free"] = "analytic", on_singular: str = "error",

@@ -72,6 +72,15 @@ class MappingNetModule(SupervisedModule):
     def forward(self, x: Tensor) -> Tensor:
         return functional_call(self.net, self.generated()[0], (x,))
 
+    figure_curves = {"latent norm ||z||": ("train/z_norm",), "λ (loss weights)": ("train/lambda_",)}
+
+    @torch.no_grad()
+    def figure_histograms(self) -> dict[str, Tensor]:
+        """Generated weights per mapping group (callbacks/figures.py)."""
+        params = self.generated()[0]
+        return {f"group {g}: {names[0]}" + (" ..." if len(names) > 1 else ""):
+                torch.cat([params[n].flatten() for n in names]) for g, names in enumerate(self.mapping.groups)}
+
     @torch.no_grad()
     def export_net(self) -> nn.Module:
         """A copy of the target net holding the generated weights as its own (``train.py export``)."""

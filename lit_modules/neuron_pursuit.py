@@ -80,6 +80,7 @@ class NeuronPursuitModule(pl.LightningModule):
     """
 
     growing = True  # widths change during training: train.py export writes state dicts only
+    figure_curves = {"width per layer (growth)": ("np/width_",)}
 
     def __init__(self, in_features: int, out_features: int = 1, depth: int = 3, alpha: float = 0.0, power: int = 1,
                  widths: Optional[Sequence[int]] = None, lr: float = 0.005, gd_steps_per_batch: int = 1000,
