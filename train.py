@@ -292,7 +292,7 @@ class OverparamCLI(LightningCLI):
         elif command == "predict" and callable(getattr(model, "sample", None)) and hasattr(model, "fixed_noise"):
             if ckpt is not None:  # a generator: samples from its fixed noise, no data needed
                 model.load_state_dict(ckpt["state_dict"])
-            results["files"] = save_samples(model.sample(model.fixed_noise), self.run_dir)
+            results.update(save_samples(model.sample(model.fixed_noise), self.run_dir))
         else:
             if command == "predict":
                 if not is_overridden("predict_step", model, pl.LightningModule):

@@ -168,3 +168,25 @@ def test_without_checkpointing_the_final_weights_are_tested(tmp_path: Path) -> N
                          "false", "--trainer.default_root_dir", str(tmp_path), *TINY])
     assert results["tested_checkpoint"] == "last weights" and results["global_step"] == 4
     assert not (run_dir(tmp_path, "nockpt") / "checkpoints").exists()
+
+
+def test_predict_of_a_segmentation_run_writes_one_mask_per_image(tmp_path: Path) -> None:
+    from tests.cityscapes_fixture import write_cityscapes
+
+    data = write_cityscapes(tmp_path / "cityscapes")
+    out = train.run(["predict", "--config", "configs/baseline/cnn3_cityscapes.yaml", "--data.root", str(data),
+                     "--data.batch_size", "2", "--trainer.default_root_dir", str(tmp_path), *QUIET])  # initial weights
+    masks = sorted(Path(out["predictions"]).glob("*.png"))
+    assert masks and Path(out["predictions"]).parent == Path(out["run_dir"])
+    from torchvision.io import read_image
+
+    mask = read_image(str(masks[0]))
+    assert mask.shape[0] == 1 and int(mask.max()) < 19  # class ids
+
+
+def test_predict_of_a_gan_writes_a_sample_grid_and_tensor(tmp_path: Path) -> None:
+    out = train.run(["predict", "--config", "configs/gan/mlp_mnist_k64.yaml", "--trainer.callbacks=[]",
+                     "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    samples = torch.load(out["samples"], weights_only=True)
+    assert samples.shape[0] == 64 and 0 <= float(samples.min()) and float(samples.max()) <= 1
+    assert Path(out["samples_png"]).stat().st_size > 1000
