@@ -218,7 +218,7 @@ class OverparamCLI(LightningCLI):
         if self.command == "predict":
             callbacks.append(PredictionWriter(run_dir))
         elif self.command != "export":
-            callbacks.append(Figures())
+            callbacks.append(Figures(run_dir))
         return super().instantiate_trainer(logger=loggers, callbacks=self.trainer_callbacks(callbacks),
                                            enable_checkpointing=checkpointing, **kwargs)
 

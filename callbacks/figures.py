@@ -23,7 +23,8 @@ MISCLASSIFIED = 16
 
 
 class Figures(Callback):
-    def __init__(self) -> None:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)  # not trainer.log_dir: that is a collective under DDP, and only rank 0 draws
         self.confusion: Optional[MulticlassConfusionMatrix] = None
         self.wrong: list[tuple[Tensor, int, int]] = []
 
@@ -43,7 +44,7 @@ class Figures(Callback):
             self.histograms(trainer, histograms())
 
     def curves(self, trainer: pl.Trainer, panels: dict[str, tuple[str, ...]]) -> None:
-        path = Path(trainer.log_dir or ".") / "metrics.csv"
+        path = self.run_dir / "metrics.csv"
         if not path.is_file():
             return
         with open(path, newline="") as file:
@@ -116,9 +117,8 @@ class Figures(Callback):
         self.publish(trainer, "misclassified", fig)
 
     # ------------------------------------------------------------------ output
-    @staticmethod
-    def publish(trainer: pl.Trainer, name: str, fig: Any) -> None:
-        folder = Path(trainer.log_dir or ".") / "figures"
+    def publish(self, trainer: pl.Trainer, name: str, fig: Any) -> None:
+        folder = self.run_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
         fig.savefig(folder / f"{name}.png", dpi=110)
