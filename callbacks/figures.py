@@ -5,6 +5,8 @@ attached, the same images in W&B. A module (or callback) says what to draw:
   that starts with one of the prefixes is drawn against the step (mapping: latent norm and lambdas; Gauss-Newton:
   lambda_min and gradient norms; Neuron Pursuit: the width of each layer as it grows).
 - ``figure_histograms() -> {name: tensor}``: histograms at the end of fit (mapping: generated weights per group).
+- ``figure_spectra``: ``{name: eigenvalues}`` drawn sorted on a log scale at the end of fit (``NTKMonitor``: the
+  NTK spectrum at step 0 and at the end of the ResNet-width runs).
 - classifiers (``task == "classification"``, logits ``(N, C)``) get a confusion matrix (torchmetrics) and up to 16
   misclassified test images at the end of test.
 """
@@ -16,6 +18,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -42,6 +45,18 @@ class Figures(Callback):
         histograms = getattr(pl_module, "figure_histograms", None)
         if callable(histograms):
             self.histograms(trainer, histograms())
+        spectra = {k: v for c in trainer.callbacks for k, v in getattr(c, "figure_spectra", {}).items()}
+        if spectra:
+            self.spectra(trainer, spectra)
+
+    def spectra(self, trainer: pl.Trainer, spectra: dict[str, Tensor]) -> None:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, values in spectra.items():
+            ax.plot(values.flip(0).clamp_min(1e-12).numpy(), label=name)
+        ax.set(yscale="log", xlabel="index (largest first)", ylabel="eigenvalue", title="NTK spectrum")
+        ax.legend(fontsize=7)
+        self.publish(trainer, "ntk_spectrum", fig)
 
     def curves(self, trainer: pl.Trainer, panels: dict[str, tuple[str, ...]]) -> None:
         path = self.run_dir / "metrics.csv"
@@ -120,15 +135,20 @@ class Figures(Callback):
     def publish(self, trainer: pl.Trainer, name: str, fig: Any) -> None:
         folder = self.run_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(folder / f"{name}.png", dpi=110)
+        try:  # a picture that cannot be drawn must not cost the run its results
+            fig.tight_layout()
+            fig.savefig(folder / f"{name}.png", dpi=110)
+        except (ValueError, RuntimeError, OSError) as err:
+            rank_zero_warn(f"figure {name} not drawn: {err}")
+            return
+        finally:
+            pyplot().close(fig)
         for logger in trainer.loggers:
             if isinstance(logger, pl.loggers.WandbLogger):
                 import wandb
 
                 logger.experiment.log({f"figures/{name}": wandb.Image(str(folder / f"{name}.png")),
                                        "trainer/global_step": trainer.global_step})
-        pyplot().close(fig)
 
 
 def pyplot() -> Any:

@@ -168,6 +168,7 @@ class NTKMonitor(Callback):
         self._batch: Optional[tuple[Tensor, Tensor]] = None
         self.initial: dict[str, float] = {}  # diagnostics at step 0, kept for results.json
         self.latest: dict[str, float] = {}
+        self.figure_spectra: dict[str, Tensor] = {}  # NTK eigenvalues at step 0 and at the end (callbacks/figures.py)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -220,6 +221,8 @@ class NTKMonitor(Callback):
         self.latest = metrics
         if step == 0:
             self.initial = metrics
+        if step == 0 or final:
+            self.figure_spectra["step 0" if step == 0 else f"step {step}"] = torch.linalg.eigvalsh(kernel).cpu()
         eta = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.pending = None if final else {
             "r_norm2": float(r @ r), "predicted": (1 - eta * metrics["ntk/lambda_min"]) ** 2,

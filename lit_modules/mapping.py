@@ -78,8 +78,9 @@ class MappingNetModule(SupervisedModule):
     def figure_histograms(self) -> dict[str, Tensor]:
         """Generated weights per mapping group (callbacks/figures.py)."""
         params = self.generated()[0]
+        groups = getattr(self.mapping, "groups", [list(params)])  # fine-tuning's modulation: one group
         return {f"group {g}: {names[0]}" + (" ..." if len(names) > 1 else ""):
-                torch.cat([params[n].flatten() for n in names]) for g, names in enumerate(self.mapping.groups)}
+                torch.cat([params[n].flatten() for n in names]) for g, names in enumerate(groups)}
 
     @torch.no_grad()
     def export_net(self) -> nn.Module:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train
-from tests.conftest import FMNIST_SLICE, QUIET, ROOT, read_metrics, read_results, run_dir
+from tests.conftest import FMNIST_SLICE, QUIET, read_metrics, read_results, run_dir
 
 DATA = ["--data.root", str(FMNIST_SLICE), "--data.max_train_samples", "200", "--data.batch_size", "50",
         "--data.val_fraction", "0.05"]

@@ -8,7 +8,7 @@ import pytest
 
 import train
 from lit_modules import SupervisedModule
-from tests.conftest import FMNIST_SLICE, read_results, run_dir
+from tests.conftest import FMNIST_SLICE, run_dir
 from tests.wandb_records import records, summary_and_config
 
 ARGS = ["--config", "configs/default.yaml", "--data.root", str(FMNIST_SLICE), "--data.max_train_samples", "100",
