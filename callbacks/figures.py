@@ -136,7 +136,8 @@ class Figures(Callback):
         folder = self.run_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         try:  # a picture that cannot be drawn must not cost the run its results
-            fig.tight_layout()
+            if fig.get_layout_engine() is None:  # torchmetrics' plots bring their own
+                fig.tight_layout()
             fig.savefig(folder / f"{name}.png", dpi=110)
         except (ValueError, RuntimeError, OSError) as err:
             rank_zero_warn(f"figure {name} not drawn: {err}")
