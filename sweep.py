@@ -180,7 +180,7 @@ def _start_worker(threads: int) -> None:
 
 
 @contextlib.contextmanager
-def _output_to(log: Path) -> Any:
+def output_to(log: Path) -> Any:
     """The process's stdout and stderr (Python's and the libraries' own handles) appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush(), sys.stderr.flush()
@@ -199,7 +199,7 @@ def _run_one(args: list[str], log: Path) -> tuple[bool, Any, float]:
     import train
 
     start = time.perf_counter()
-    with _output_to(log):
+    with output_to(log):
         try:
             return True, train.run(args), time.perf_counter() - start
         except Exception as err:  # one failing cell must not stop the others

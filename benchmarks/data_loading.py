@@ -5,12 +5,9 @@
 Both paths yield the same uint8 batches (tests/test_datamodules.py checks it); only the loading differs.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import datamodules  # noqa: E402
+import datamodules
 
 
 def epoch_samples_per_second(dm: datamodules.VisionDataModule) -> float:

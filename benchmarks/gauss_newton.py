@@ -21,13 +21,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lit_modules.gn_solver import (Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step,  # noqa: E402
+from lit_modules.gn_solver import (Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step,
                                    per_sample_jacobian)
 
 

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CASES = [("plain", "all", 0), ("plain", "layer4+fc", 0)] + [
     ("mapping", layers, tie) for layers in ("all", "layer4+fc") for tie in (1, 250, 25000)] + [("task-only", "all", 1)]

@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CASES = {"r18": ("nets.CifarResNet18", dict(num_classes=10), (3, 32, 32), dict(strategy="lwt", latent_dim=20_000)),
          "r50": ("nets.ResNet50", dict(num_classes=1000), (3, 224, 224), dict(strategy="slvt", latent_dim=2048))}

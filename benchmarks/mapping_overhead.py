@@ -9,15 +9,10 @@ Table 4 config as shipped (full Mapping Loss: the stability term's second forwar
 and task loss only (all lambdas 0). Target: <= 1.5x.
 """
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 VARIANTS = {
@@ -37,10 +32,8 @@ def one_epoch(args: list[str], data_root: str, samples: int, root: str, name: st
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
               "--trainer.default_root_dir", root, "--name", name]
     start = time.perf_counter()
-    if train.main([*args, *common]) != 0:
-        raise SystemExit(f"{name} failed")
+    results = train.run([*args, *common])
     total = time.perf_counter() - start
-    results = json.loads(next(Path(root, name).glob("version_*/results.json")).read_text())
     return results["train_seconds"], total
 
 

@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def child(budget: int, batch: int, steps: int, cuda: bool, task_only: bool) -> dict:

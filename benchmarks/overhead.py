@@ -12,13 +12,11 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import train  # noqa: E402
-from nets import CNN2  # noqa: E402
+import train
+from nets import CNN2
 
 
 def lightning_run(data_root: str, batch_size: int, steps: int, out: str) -> float:

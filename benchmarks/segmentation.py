@@ -11,19 +11,17 @@ clock runs from the end of warm-up step ``warmup`` to the last step. Variants ru
 """
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from jsonargparse import ArgumentParser  # noqa: E402
+import pytorch_lightning as pl
+import torch
+import yaml
+from jsonargparse import ArgumentParser
 
 SLVT, LWT = "configs/mapping/cnn3_slvt_cityscapes_8192.yaml", "configs/mapping/cnn3_lwt_cityscapes_9126.yaml"
 TASK_ONLY = {"lambda_stab": 0.0, "lambda_smooth": 0.0, "lambda_align": 0.0}  # no second forward pass

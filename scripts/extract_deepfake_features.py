@@ -22,13 +22,12 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datamodules.base import DataError  # noqa: E402
-from datamodules.deepfake import FEATURE_DIM, FORMAT, feature_file  # noqa: E402
-from datamodules.deepfake_videos import (FFPP_METHODS, Video, VideoClips, celebdf_videos, collate_clips,  # noqa: E402
+from datamodules.base import DataError
+from datamodules.deepfake import FEATURE_DIM, FORMAT, feature_file
+from datamodules.deepfake_videos import (FFPP_METHODS, Video, VideoClips, celebdf_videos, collate_clips,
                                          ffpp_videos)
-from nets.video_features import VideoFeatures  # noqa: E402
+from nets.video_features import VideoFeatures
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -10,17 +10,14 @@ lm_vs_adam.md.
 """
 import argparse
 import csv
-import json
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import train  # noqa: E402
+import train
 
 CONFIGS = {"LM (square-root GGN, CG)": "configs/gauss_newton/lm_cnn2_fmnist.yaml",
            "Adam lr=1e-3": "configs/baseline/cnn2_fmnist.yaml"}
@@ -38,15 +35,12 @@ def main() -> None:
     lines = ["| optimiser | steps | s/step | final train loss (last logged) | val acc | test acc |", "|---|---|---|---|---|---|"]
     for label, config in CONFIGS.items():
         name = "lm" if "LM" in label else "adam"
-        code = train.main(["--config", config, "--data.root", args.data_root, "--data.download", "false",
+        res = train.run(["--config", config, "--data.root", args.data_root, "--data.download", "false",
                            "--data.batch_size", str(args.batch_size), "--trainer.max_epochs", "100",
                            "--trainer.max_time", f"00:00:00:{args.seconds}", "--trainer.log_every_n_steps", "1",
                            "--trainer.default_root_dir", str(args.runs), "--name", name, "--wandb", "false",
                            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-        if code:
-            raise SystemExit(f"{name} failed")
-        run = max((args.runs / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-        res = json.loads((run / "results.json").read_text())
+        run = Path(res["run_dir"])
         with open(run / "metrics.csv", newline="") as file:
             rows = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(file) if r.get("train/loss")]
         per_step = res["train_seconds"] / max(res["global_step"], 1)

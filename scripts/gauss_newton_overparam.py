@@ -13,15 +13,13 @@ Theorem 1's bound -2 nu lambda_0^2 / (rho + (1 - rho) lambda_0^2) (lambda_0^2 = 
 import argparse
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import train  # noqa: E402
-from datamodules import SyntheticRegressionDataModule  # noqa: E402
-from nets import TwoLayerTanh  # noqa: E402
+import train
+from datamodules import SyntheticRegressionDataModule
+from nets import TwoLayerTanh
 
 N, WIDTH, ALPHA, T_END, MAX_STEPS = 64, 40, 8.0, 4.0, 4000
 
@@ -60,18 +58,16 @@ def main() -> None:
             dt = min(0.01, 0.5 / top)
             steps = min(MAX_STEPS, math.ceil(T_END / dt))
             name = f"over_eps{eps}_rho{rho:.3g}"
-            code = train.main(["--model", "lit_modules.GaussNewtonModule", "--model.net", "nets.TwoLayerTanh",
-                               "--model.net.width", str(WIDTH), "--model.alpha", str(ALPHA), "--model.dt", str(dt),
-                               "--model.rho", str(rho), "--model.method", "dual" if rho < 1 else "primal",
-                               "--data", "datamodules.SyntheticRegressionDataModule", "--data.n_train", str(N),
-                               "--data.n_test", "0", "--data.near_duplicates", str(eps),
-                               "--trainer.precision", "64-true", "--trainer.accelerator", "cpu",
-                               "--trainer.max_steps", str(steps), "--trainer.log_every_n_steps", "1",
-                               "--trainer.default_root_dir", str(args.runs), "--name", name, "--wandb", "false",
-                               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-            if code:
-                raise SystemExit(f"run {name} failed")
-            run = max((args.runs / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+            run = Path(train.run([
+                "--model", "lit_modules.GaussNewtonModule", "--model.net", "nets.TwoLayerTanh",
+                "--model.net.width", str(WIDTH), "--model.alpha", str(ALPHA), "--model.dt", str(dt),
+                "--model.rho", str(rho), "--model.method", "dual" if rho < 1 else "primal",
+                "--data", "datamodules.SyntheticRegressionDataModule", "--data.n_train", str(N),
+                "--data.n_test", "0", "--data.near_duplicates", str(eps),
+                "--trainer.precision", "64-true", "--trainer.accelerator", "cpu",
+                "--trainer.max_steps", str(steps), "--trainer.log_every_n_steps", "1",
+                "--trainer.default_root_dir", str(args.runs), "--name", name, "--wandb", "false",
+                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])["run_dir"])
             fitted, t_end, final = slope(run)
             linear = -4 * gamma / ((1 - rho) * gamma + rho)
             bound = -4 * lam0_sq / (rho + (1 - rho) * lam0_sq)

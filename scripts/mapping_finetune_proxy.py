@@ -13,15 +13,12 @@ setting (no deepfakes, no ImageNet ResNet-50): it shows the mechanism only.
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 class ProxyNet(nn.Module):

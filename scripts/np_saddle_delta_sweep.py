@@ -11,15 +11,12 @@ p = 1. Writes <out>.json (delta, escape step, the scaled quantity, a least-squar
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from np_sample_sweep import run  # noqa: E402  (one in-process train.py runner for both sweeps)
+from np_sample_sweep import run  # (one in-process train.py runner for both sweeps)
 
 
 def escape_step(config: str, delta: float, root: Path, extra: list[str]) -> Optional[float]:

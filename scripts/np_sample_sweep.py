@@ -12,12 +12,10 @@ Each Lightning step of these configs is 1000 GD steps (``lightning_steps`` in th
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # task -> (NP config, the paper's two NP step sizes, the paper's three GD-baseline step sizes) (spec 10.2-10.4)
 TASKS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
@@ -35,12 +33,8 @@ TEST_OK, TRAIN_OK = 0.005, 1e-3  # C.1.1 thresholds
 def run(config: str, name: str, root: Path, extra: list[str]) -> dict:
     import train
 
-    code = train.main(["--config", str(ROOT / "configs/neuron_pursuit" / f"{config}.yaml"), "--name", name,
-                       "--trainer.default_root_dir", str(root), *QUIET, *extra])
-    if code != 0:
-        raise RuntimeError(f"{name} failed with exit code {code}")
-    latest = max((root / name).glob("version_*"), key=train.version_number)
-    return json.loads((latest / "results.json").read_text())
+    return train.run(["--config", str(ROOT / "configs/neuron_pursuit" / f"{config}.yaml"), "--name", name,
+                      "--trainer.default_root_dir", str(root), *QUIET, *extra])
 
 
 def np_report(runs: list[dict]) -> dict:

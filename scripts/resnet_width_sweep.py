@@ -11,18 +11,16 @@ import argparse
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callbacks.ntk import eig_extremes, jacobian_features, layer_grams  # noqa: E402
-from datamodules.sphere import sphere_data  # noqa: E402
-from nets.resnet_width import GulcuResNet, data_kernel  # noqa: E402
+from callbacks.ntk import eig_extremes, jacobian_features, layer_grams
+from datamodules.sphere import sphere_data
+from nets.resnet_width import GulcuResNet, data_kernel
 
 # (n values, m/n ratios, depths, seeds); m is rounded to even. Skipped: m < d, and runs whose per-step cost n m^2 H
 # exceeds that of n = 64, m = 256, H = 10 (what a shared 2-core CPU can do in minutes)

@@ -7,17 +7,14 @@ Prints a markdown table: lambda(X), kappa (4.7), ||r_0||/||y||, lambda_min(K_0) 
 """
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callbacks.ntk import eig_extremes, ntk  # noqa: E402
-from datamodules.sphere import sphere_data  # noqa: E402
-from nets.resnet_width import GulcuResNet, data_kernel  # noqa: E402
-from nets.resnet_width_theory import kappa_at_init, theory  # noqa: E402
+from callbacks.ntk import eig_extremes, ntk
+from datamodules.sphere import sphere_data
+from nets.resnet_width import GulcuResNet, data_kernel
+from nets.resnet_width_theory import kappa_at_init, theory
 
 
 def main() -> None:
