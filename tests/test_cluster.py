@@ -2,6 +2,7 @@
 --ckpt_path; a 2-node torchrun on localhost (gloo, one process per node) logs what one process logs."""
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -66,11 +67,14 @@ def test_two_node_torchrun_on_localhost_logs_what_one_process_logs(tmp_path: Pat
     args = [*ARGS[:-4], "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.limit_test_batches",
             "2", *QUIET]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     one = subprocess.run([python(), "train.py", *args, "--name", "one", "--trainer.default_root_dir", str(tmp_path)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     nodes = [subprocess.Popen(["torchrun", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-                               "--master-addr", "127.0.0.1", "--master-port", "29517", "train.py", *args,
+                               "--master-addr", "127.0.0.1", "--master-port", port, "train.py", *args,
                                "--trainer.num_nodes", "2", "--trainer.devices", "1", "--name", "two",
                                "--trainer.default_root_dir", str(tmp_path)],
                               cwd=ROOT, env={**env, "PATH": f"{Path(python()).parent}:{env['PATH']}"},
