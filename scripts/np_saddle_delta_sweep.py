@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-
-from np_sample_sweep import run  # (one in-process train.py runner for both sweeps)
+QUIET = ["--wandb", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def escape_step(config: str, delta: float, root: Path, extra: list[str]) -> Optional[float]:
-    results = run(config, f"{config}_delta{delta:g}", root,
-                  ["--trainer.callbacks.init_args.stop_after_escape", "true",
-                   "--trainer.callbacks.init_args.plots", "false", *extra, "--model.delta", str(delta)])
+    import train
+
+    results = train.run(["--config", str(ROOT / "configs/neuron_pursuit" / f"{config}.yaml"),
+                         "--name", f"{config}_delta{delta:g}", "--trainer.default_root_dir", str(root), *QUIET,
+                         "--trainer.callbacks.init_args.stop_after_escape", "true",
+                         "--trainer.callbacks.init_args.plots", "false", *extra, "--model.delta", str(delta)])
     return results["saddle_escape_step"]
 
 
