@@ -14,6 +14,9 @@ GRID.yaml (see configs/*/grids/):
     metrics: [test/acc, val/acc]         # results.json keys to tabulate
     paper: {adam: {test/acc: 0.904}}     # optional: the paper's number per cell (expanded or not) and metric
 
+``{seed}`` inside an argument is replaced by the run's seed (``--data.init_args.seed, "{seed}"``), for settings
+that should follow the seed besides ``seed_everything``.
+
 Each cell x seed is an ordinary run in ``DIR/<cell>/seed_<s>/version_<k>/`` (its console in ``seed_<s>/console.log``). Rerunning the same command skips
 finished runs (results.json), continues unfinished ones from their last.ckpt and starts the rest; ``DIR/table.csv``
 and ``DIR/table.md`` hold mean ± std (n) per cell beside the paper's numbers.
@@ -138,7 +141,7 @@ def check_cells(grid: Grid, extra: list[str]) -> None:
     for cell, args in grid.cells.items():
         with contextlib.redirect_stdout(io.StringIO()):
             try:
-                train.run([*RUN_DEFAULTS, *args, *extra, "--wandb", "false", "--print_config"])
+                train.run([*RUN_DEFAULTS, *with_seed([*args, *extra], 0), "--wandb", "false", "--print_config"])
             except SystemExit:
                 continue  # --print_config ends the parse successfully
             except train.UsageError as err:
@@ -156,8 +159,13 @@ def finished_results(out: Path, cell: str, seed: int) -> Optional[dict[str, Any]
     return json.loads(done[-1].read_text()) if done else None
 
 
+def with_seed(args: list[str], seed: int) -> list[str]:
+    """``{seed}`` in an argument becomes the run's seed (e.g. a data draw or an init seed that follows it)."""
+    return [a.replace("{seed}", str(seed)) for a in args]
+
+
 def run_args(grid: Grid, cell: str, seed: int, out: Path, extra: list[str], wandb: bool) -> list[str]:
-    args = [*RUN_DEFAULTS, *grid.cells[cell], *extra, "--seed", str(seed),
+    args = [*RUN_DEFAULTS, *with_seed([*grid.cells[cell], *extra], seed), "--seed", str(seed),
             "--trainer.default_root_dir", str(out / cell), "--name", f"seed_{seed}"]
     if wandb:
         args += ["--wandb_group", grid.name, "--wandb_tags", json.dumps([cell, f"seed_{seed}"])]

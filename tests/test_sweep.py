@@ -175,3 +175,10 @@ def test_grid_files_shipped_in_configs_parse() -> None:
         assert grid.cells and grid.metrics, path
         sweep.check_cells(grid, [])
     assert os.environ.get("OVERPARAM_RUN_DIR") is None
+
+
+def test_seed_placeholder_follows_the_run_seed(tmp_path: Path) -> None:
+    grid = sweep.load_grid(write_grid(tmp_path / "g.yaml", {
+        **GRID, "paper": {}, "cells": {"c": ["--config", "configs/default.yaml", "--data.init_args.split_seed", "{seed}"]}}))
+    args = sweep.run_args(grid, "c", 7, tmp_path, [], wandb=False)
+    assert args[args.index("--data.init_args.split_seed") + 1] == "7" and args[args.index("--seed") + 1] == "7"
