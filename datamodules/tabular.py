@@ -133,20 +133,38 @@ class CaliforniaHousingDataModule(FullBatchRegressionDataModule):
 
 
 def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and target from scikit-learn's CSV layout; a bad cell is named by file, line and column."""
     with open(path, newline="") as file:
         reader = csv.reader(file)
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path} is empty")
         header = [h.strip() for h in header]
+        if len(header) == 1 and any(d in header[0] for d in ";\t|"):
+            raise ValueError(f"{path} line 1: the header is one field ({header[0][:60]!r}): columns must be "
+                             "separated by commas")
         missing = [c for c in (*FEATURES, TARGET) if c not in header]
         if missing:
             raise ValueError(f"{path} lacks columns {', '.join(missing)} (has {', '.join(header)})")
         cols = [header.index(c) for c in (*FEATURES, TARGET)]
-        table = np.array([[float(row[i]) for i in cols] for row in reader], dtype=np.float64)
-    if table.ndim != 2 or len(table) == 0:
-        raise ValueError(f"{path} has no data rows")
+        rows = [[cell(row, i, header[i], path, reader.line_num) for i in cols] for row in reader]
+    if not rows:
+        raise ValueError(f"{path} has a header but no data rows")
+    table = np.array(rows, dtype=np.float64)
     return table[:, :-1], table[:, -1]
+
+
+def cell(row: list[str], i: int, column: str, path: Path, line: int) -> float:
+    """One finite number, or an error naming the file, the line and the column."""
+    text = row[i].strip() if i < len(row) else ""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not np.isfinite(value):
+        what = "is empty" if not text else f"holds {text[:30]!r}, not a finite number"
+        raise ValueError(f"{path} line {line}, column {column}: the cell {what}")
+    return value
 
 
 def derive_features(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -81,6 +81,45 @@ def test_missing_or_malformed_data_raise_clear_errors(tmp_path: Path) -> None:
         CaliforniaHousingDataModule(str(write_csv(tmp_path / "small", raw_table(20))), n_train=16, n_test=8).setup()
 
 
+
+def corrupt(path: Path, line: int, column: str, value: str) -> None:
+    """Sets one cell of the CSV (``line`` counted as in the file, the header being line 1)."""
+    rows = list(csv.reader(path.open(newline="")))
+    rows[line - 1][rows[0].index(column)] = value
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+
+
+BAD_CSVS = {  # case -> (how to spoil a good CSV, the words the one error line must hold)
+    "text cell": (lambda p: corrupt(p, 5, "AveRooms", "abc"), ["line 5, column AveRooms", "'abc'"]),
+    "empty cell": (lambda p: corrupt(p, 7, "HouseAge", ""), ["line 7, column HouseAge", "is empty"]),
+    "nan cell": (lambda p: corrupt(p, 3, "MedHouseVal", "nan"), ["line 3, column MedHouseVal", "'nan'"]),
+    "inf cell": (lambda p: corrupt(p, 9, "Latitude", "inf"), ["line 9, column Latitude", "'inf'"]),
+    "short row": (lambda p: p.write_text(p.read_text() + "1,2,3\n"), ["line 123, column AveBedrms", "is empty"]),
+    "missing column": (lambda p: p.write_text(p.read_text().replace("Population", "Pop", 1)),
+                       ["lacks columns Population"]),
+    "header only": (lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"), ["a header but no data rows"]),
+    "semicolons": (lambda p: p.write_text(p.read_text().replace(",", ";")), ["line 1", "separated by commas"]),
+    "too few rows": (lambda p: None, ["121 rows cannot give n_train=256 + n_test=256"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSVS))
+def test_bad_csv_gives_one_line_naming_file_row_column(case: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    spoil, words = BAD_CSVS[case]
+    root = write_csv(tmp_path / "data", raw_table(121))
+    spoil(root / "california_housing.csv")
+    sizes = [] if case == "too few rows" else ["--data.n_train", "64", "--data.n_test", "32"]
+    code = run_train(["--config", "configs/gauss_newton/gn_alpha8.yaml", "--data.root", str(root), *sizes,
+                      "--trainer.max_steps", "2"], tmp_path / "runs")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: "), err
+    assert all(w in err[0] for w in words), err[0]
+    assert "california_housing.csv" in err[0] or case == "too few rows"
+    assert not (tmp_path / "runs" / "gn_alpha8").exists() or not any((tmp_path / "runs" / "gn_alpha8").iterdir())
+
+
 # ---------------------------------------------------------------------------------------------- step maths
 def test_riemannian_gradient_is_the_projection_onto_the_tangent_space() -> None:
     module = GaussNewtonModule(TwoLayerTanh(4, 3), alpha=2.0)
