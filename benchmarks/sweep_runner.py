@@ -1,6 +1,6 @@
-"""The grid runner's cost: --jobs 1 vs --jobs 2 wall time, and its overhead per run over ``train.run`` alone.
+"""(Not named sweep.py: that would shadow the project's sweep module on import.) The grid runner's cost: --jobs 1 vs --jobs 2 wall time, and its overhead per run over ``train.run`` alone.
 
-    python benchmarks/sweep.py [--data-root data] [--steps 40] [--repeats 3]
+    python benchmarks/sweep_runner.py [--data-root data] [--steps 40] [--repeats 3]
 
 A 4-cell x 2-seed grid of short CNN2/Fashion-MNIST runs. Each repeat times ``sweep.py --jobs 1`` and
 ``--jobs 2`` (alternating, fresh folders) and the same 8 runs through ``train.run`` in one process; prints the
