@@ -1,11 +1,11 @@
-"""(Not named sweep.py: that would shadow the project's sweep module on import.) The grid runner's cost: --jobs 1 vs --jobs 2 wall time, and its overhead per run over ``train.run`` alone.
+"""The grid runner's cost: --jobs 1 vs --jobs 2 wall time, and its overhead per run over ``train.run`` alone.
 
     python benchmarks/sweep_runner.py [--data-root data] [--steps 40] [--repeats 3]
 
 A 4-cell x 2-seed grid of short CNN2/Fashion-MNIST runs. Each repeat times ``sweep.py --jobs 1`` and
 ``--jobs 2`` (alternating, fresh folders) and the same 8 runs through ``train.run`` in one process; prints the
 median jobs2/jobs1 ratio (target <= 0.65 on 2 cores) and the median overhead per run of ``--jobs 1`` over
-``train.run`` (target <= 2 s), with the spread.
+``train.run`` (target <= 2 s), with the spread. (Not named sweep.py: it would shadow the sweep module it imports.)
 """
 import argparse
 import statistics
