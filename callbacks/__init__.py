@@ -4,7 +4,7 @@ from callbacks.neuron_pursuit import NeuronPursuit
 from callbacks.saddle_monitor import SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, SlurmRequeue, parameter_counts)
-from callbacks.ntk import NTKMonitor
+from callbacks.resnet_width import NTKMonitor
 from callbacks.fid import FID
 
 __all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "SaddleMonitor", "NonFiniteLossError", "parameter_counts",

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from callbacks.ntk import eig_extremes, ntk
+from nets.resnet_width.ntk import eig_extremes, ntk
 
 
 class FullBatchGD(pl.LightningModule):

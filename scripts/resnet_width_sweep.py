@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python scripts/resnet_width_sweep.py --grid width --out docs/results/resnet_width_sweep.jsonl
 
 One JSON line per run (appended; runs already in the file are skipped, so an interrupted sweep continues).
-Runs the same net (nets.GulcuResNet), data (datamodules.sphere.sphere_data) and exact NTK (callbacks.ntk) as
+Runs the same net (nets.GulcuResNet), data (datamodules.sphere.sphere_data) and exact NTK (nets.resnet_width.ntk) as
 ``train.py --config configs/resnet_width/...``, in a plain loop because thousands of tiny full-batch steps per
 run would spend most of their time in Lightning's per-step machinery.
 """
@@ -18,9 +18,9 @@ from typing import Any, Optional
 import torch
 
 
-from callbacks.ntk import eig_extremes, jacobian_features, layer_grams
+from nets.resnet_width.ntk import eig_extremes, jacobian_features, layer_grams
 from datamodules.sphere import sphere_data
-from nets.resnet_width import GulcuResNet, data_kernel
+from nets.resnet_width.net import GulcuResNet, data_kernel
 
 # (n values, m/n ratios, depths, seeds); m is rounded to even. Skipped: m < d, and runs whose per-step cost n m^2 H
 # exceeds that of n = 64, m = 256, H = 10 (what a shared 2-core CPU can do in minutes)

@@ -11,10 +11,10 @@ import statistics
 import torch
 
 
-from callbacks.ntk import eig_extremes, ntk
+from nets.resnet_width.ntk import eig_extremes, ntk
 from datamodules.sphere import sphere_data
-from nets.resnet_width import GulcuResNet, data_kernel
-from nets.resnet_width_theory import kappa_at_init, theory
+from nets.resnet_width.net import GulcuResNet, data_kernel
+from nets.resnet_width.theory import kappa_at_init, theory
 
 
 def main() -> None:

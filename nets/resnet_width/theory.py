@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nets.resnet_width import GulcuResNet
+from nets.resnet_width.net import GulcuResNet
 
 
 @dataclass

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
-from callbacks.ntk import _Swapped, jacobian_features, layer_grams, ntk, stray_grams
+from nets.resnet_width.ntk import Swapped, jacobian_features, layer_grams, ntk, stray_grams
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 from datamodules.sphere import sphere_data
-from nets.resnet_width import GulcuResNet, c_phi, data_kernel
-from nets.resnet_width_theory import kappa_at_init, theory
+from nets.resnet_width.net import GulcuResNet, c_phi, data_kernel
+from nets.resnet_width.theory import kappa_at_init, theory
 
 SMALL = ["--config", "configs/resnet_width/n64_m64_h10.yaml", "--data.n", "8", "--data.d", "4",
          "--data.n_test", "4", "--data.steps_per_epoch", "5", "--model.net.init_args.in_features", "4",
@@ -105,7 +105,7 @@ def test_ntk_of_parameters_outside_linear_layers() -> None:
     j1 = full_jacobian(net, x, params1)
     cross = stray_grams(net, x, params1, params0, chunk=4).sum(0)
     _, feats1 = jacobian_features(net, x)
-    _, feats0 = jacobian_features(_Swapped(net, {**params1, **{k: v.requires_grad_() for k, v in params0.items()}}), x)
+    _, feats0 = jacobian_features(Swapped(net, {**params1, **{k: v.requires_grad_() for k, v in params0.items()}}), x)
     torch.testing.assert_close(cross + layer_grams(feats1, feats0).sum(0), j1 @ j0.T, rtol=1e-10, atol=1e-12)
 
 
