@@ -12,9 +12,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
-from nets.resnet_width.net import data_kernel
+from nets.resnet_width.net import GulcuResNet, data_kernel
 from nets.resnet_width.ntk import (LayerFeatures, Swapped, eig_extremes, jacobian_features, layer_grams,
                                    ntk_blocks, parameters_of, stray_grams)
+from nets.resnet_width.theory import alpha_0
 
 
 class NTKMonitor(Callback):
@@ -29,7 +30,8 @@ class NTKMonitor(Callback):
     Args:
         every_n_steps: log period in optimiser steps.
         per_layer: also log per-layer NTK shares, ||W^h - W^h_0||_F and ||W^h||_2 / sqrt(rows of W^h).
-        data_kernel: also log lambda(X) = lambda_min(Sigma(X)) once, for the net's ``activation`` (nets with one).
+        data_kernel: also log lambda(X) = lambda_min(Sigma(X)) for the net's ``activation`` (nets with one) and,
+            for the ResNet (2.3), the bound alpha_0^2 of (3.21) on lambda_min(K_0) (delta' = 0, B = 1).
     """
 
     def __init__(self, every_n_steps: int = 100, per_layer: bool = True, data_kernel: bool = True) -> None:
@@ -40,7 +42,7 @@ class NTKMonitor(Callback):
         self.pending: Optional[dict[str, Any]] = None  # step-t quantities awaiting r_{t+1}
         self._init_features: Optional[list[LayerFeatures]] = None
         self._init_kernel: Optional[Tensor] = None
-        self._lambda_x: Optional[float] = None
+        self._data_kernel_metrics: Optional[dict[str, float]] = None  # lambda(X) and alpha_0^2: data only
         self._batch: Optional[tuple[Tensor, Tensor]] = None
         self.initial: dict[str, float] = {}  # diagnostics at step 0, kept for results.json
         self.latest: dict[str, float] = {}
@@ -92,7 +94,7 @@ class NTKMonitor(Callback):
         r = f - y.reshape(-1)
         if self.pending is not None:
             self.log_metrics(trainer, self.contraction(r), step - 1)
-        kernel, metrics = self.measure(net, x, r, features, grams, names)
+        kernel, metrics = self.measure(net, x, y, r, features, grams, names)
         self.log_metrics(trainer, metrics, step)
         self.latest = metrics
         if step == 0:
@@ -120,7 +122,7 @@ class NTKMonitor(Callback):
                                  + stray_grams(net, x, self.theta0).sum(0))
         return self._init_features, self._init_kernel
 
-    def measure(self, net: nn.Module, x: Tensor, r: Tensor, features: list[LayerFeatures], grams: Tensor,
+    def measure(self, net: nn.Module, x: Tensor, y: Tensor, r: Tensor, features: list[LayerFeatures], grams: Tensor,
                 names: list[str]) -> tuple[Tensor, dict[str, float]]:
         """K_t and the logged diagnostics."""
         kernel = grams.sum(0)
@@ -152,10 +154,18 @@ class NTKMonitor(Callback):
                     if name in moved:
                         metrics[f"ntk/spectral_distance_{h}"] = float(torch.linalg.matrix_norm(moved[name], 2))
         if self.data_kernel and hasattr(net, "activation"):
-            if self._lambda_x is None:
-                self._lambda_x = eig_extremes(data_kernel(x, net.activation))[0]
-            metrics["ntk/data_kernel_lambda_min"] = self._lambda_x
+            if self._data_kernel_metrics is None:
+                self._data_kernel_metrics = self.data_kernel_metrics(net, x, y)
+            metrics.update(self._data_kernel_metrics)
         return kernel, metrics
+
+    @staticmethod
+    def data_kernel_metrics(net: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+        lambda_x = eig_extremes(data_kernel(x, net.activation))[0]
+        metrics = {"ntk/data_kernel_lambda_min": lambda_x}
+        if isinstance(net, GulcuResNet):
+            metrics["ntk/alpha0_sq_bound"] = alpha_0(float(y.norm()), len(x), net.c_phi, net.c_res, lambda_x) ** 2
+        return metrics
 
     @staticmethod
     def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:

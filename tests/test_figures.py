@@ -30,6 +30,7 @@ def test_mapping_run_draws_latent_norm_lambdas_and_weight_histograms(tmp_path: P
 
 
 def test_resnet_width_run_draws_the_ntk_spectrum(tmp_path: Path) -> None:
-    train.run(["--config", "configs/resnet_width/n16_m16_h10.yaml", "--name", "ntk", "--trainer.max_steps", "20",
+    train.run(["--config", "configs/resnet_width/resnet_sphere.yaml", "--data.init_args.n", "16",
+               "--model.init_args.net.init_args.width", "16", "--name", "ntk", "--trainer.max_steps", "20",
                "--trainer.default_root_dir", str(tmp_path), *QUIET])
     assert (run_dir(tmp_path, "ntk") / "figures" / "ntk_spectrum.png").stat().st_size > 5000

@@ -32,7 +32,7 @@ def gaussian_expectation(fn: Callable[[Tensor], Tensor], points: int = 200) -> f
 
 @lru_cache(maxsize=None)
 def c_phi(name: str) -> float:
-    """c_phi = 1/E[phi(g)^2], g ~ N(0, 1): the paper prints 1/E[phi(g)]^2, which is infinite for tanh (spec P1)."""
+    """c_phi = 1/E[phi(g)^2], g ~ N(0, 1): the paper prints 1/E[phi(g)]^2, which is infinite for tanh (docs/resnet_width.md)."""
     phi = get_activation(name)
     return 1.0 / gaussian_expectation(lambda z: phi(z) ** 2)
 

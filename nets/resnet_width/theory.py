@@ -1,7 +1,7 @@
 """The constants of Gulcu (2019), Thm 6.1, for the ResNet (2.3): kappa, alpha, beta, L, R, K and eta_thm.
 
-Formulas as printed (spec section 2.2-2.3), with the corrections the spec lists: c_phi = 1/E[phi^2] (P1) and
-||a||_2 = ||y|| sqrt(m/n) (P3). Every quantity here is a bound from the proof, not a measurement.
+Formulas as printed in Thm 6.1 and Secs. 3-5, with the two corrections of docs/resnet_width.md: c_phi = 1/E[phi^2]
+and ||a||_2 = ||y|| sqrt(m/n). Every quantity here is a bound from the proof, not a measurement.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -34,6 +34,12 @@ def kappa(layer_norms: list[float], n: int, x_norm: float, c_phi: float, c_res: 
                                                                 + c_res / depth * path) * B
 
 
+def alpha_0(y_norm: float, n: int, c_phi: float, c_res: float, lambda_x: float, delta_prime: float = 0.0,
+            B: float = 1.0) -> float:
+    """(3.21): sigma_min(J_0) >= alpha_0 with high probability; alpha_0^2 bounds lambda_min(K_0) from below."""
+    return (1 - delta_prime) * math.sqrt(c_phi) * y_norm / math.sqrt(n) * math.exp(-2 * B * c_res) * math.sqrt(lambda_x)
+
+
 def theory(kappa_value: float, lambda_x: float, n: int, d: int, y_norm: float, depth: int, c_phi: float,
            c_res: float, delta_prime: float, m: int, B: float = 1.0, M: float = 4 / (3 * math.sqrt(3))) -> Theory:
     """alpha, beta, L, R, K and eta_thm of Thm 6.1 for 0 < delta' < 1 at width m (tanh's B, M by default)."""
@@ -41,7 +47,7 @@ def theory(kappa_value: float, lambda_x: float, n: int, d: int, y_norm: float, d
         raise ValueError(f"delta' must lie in (0, 1), got {delta_prime}")
     k, dp, sq_h = kappa_value, delta_prime, math.sqrt(depth)
     aq = 3 + math.log(1 / (1 - dp)) / (2 * B * c_res)
-    alpha0 = (1 - dp) * math.sqrt(c_phi) * y_norm / math.sqrt(n) * math.exp(-2 * B * c_res) * math.sqrt(lambda_x)
+    alpha0 = alpha_0(y_norm, n, c_phi, c_res, lambda_x, dp, B)
     alpha = (1 - dp) * alpha0
     e3 = math.exp(3 * B * c_res) / math.sqrt(1 - dp)
     beta = y_norm / math.sqrt(1 - dp) * (B * math.sqrt(c_phi) + B**2 * math.sqrt(c_phi * c_res) / sq_h * aq) \
