@@ -228,7 +228,7 @@ class NeuronPursuit(Callback):
 
     def _insert(self, pl_module: pl.LightningModule, record: dict[str, Any], place: Any, x: Tensor, y: Tensor,
                 delta: float, loss_ref: float, backtracks: int, degree: int) -> None:
-        """Place the neuron at scale delta, shrinking delta while the loss exceeds ``loss_ref`` (spec 12.4)."""
+        """Place the neuron at scale delta, shrinking delta while the loss exceeds ``loss_ref`` (Algorithm 1; docs/neuron_pursuit.md)."""
         for t in range(backtracks + 1):
             place(delta)
             loss = float(pl_module.loss_fn(pl_module.net(x), y))

@@ -141,7 +141,7 @@ class GaussNewtonModule(pl.LightningModule):
 
     def spectral_logs(self, J: Tensor, grad_out: Tensor) -> dict[str, Tensor]:
         """lambda_min of J^T J and of K = J J^T (one is 0 unless p = n), lambda_max, rank, and the Riemannian
-        gradient P grad g through an orthonormal basis of Im(J) (spec 4.6)."""
+        gradient P grad g through an orthonormal basis of Im(J) (docs/gauss_newton.md)."""
         U, S, _ = torch.linalg.svd(J, full_matrices=False)
         rank = int((S > S[0] * max(J.shape) * torch.finfo(J.dtype).eps).sum())
         coeff = U[:, :rank].T @ grad_out

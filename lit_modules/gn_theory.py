@@ -13,7 +13,7 @@ def theory_constants(J0: Tensor, x: Tensor, y: Tensor, width: int, r: float = 0.
     """lambda_0, lambda_n, Lipschitz bounds, Theorem 5's alpha and radius, the GN/GF rate exponents, and the
     linearised least-squares loss ||(I - P_0) y||^2 that GN approaches as alpha grows.
 
-    Conventions (spec P7): Gram >= 4 lambda_0^2 I, so lambda_0 = sqrt(lambda_min)/2 and lambda_n = sqrt(||K0||)/2.
+    Conventions (docs/gauss_newton.md): Gram >= 4 lambda_0^2 I, so lambda_0 = sqrt(lambda_min)/2 and lambda_n = sqrt(||K0||)/2.
     """
     J0, x, y = J0.detach(), x.detach(), y.detach()
     U, s, _ = torch.linalg.svd(J0, full_matrices=False)

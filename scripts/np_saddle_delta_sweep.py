@@ -1,4 +1,4 @@
-"""Escape time from a sparse saddle against the perturbation size delta (spec 11.2).
+"""Escape time from a sparse saddle against the perturbation size delta (paper Sec. 3, Figs. 1-4; docs/neuron_pursuit.md).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/np_saddle_delta_sweep.py --config saddle_x2 \
         --deltas 0.005 0.01 0.02 0.04 --max_epochs 600

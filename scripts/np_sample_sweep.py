@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# task -> (NP config, the paper's two NP step sizes, the paper's three GD-baseline step sizes) (spec 10.2-10.4)
+# task -> (NP config, the paper's two NP step sizes, the paper's three GD-baseline step sizes) (paper Figs. 7-9, App. C)
 TASKS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
     "f1": ("hypersphere_f1", (0.005, 0.002), (0.05, 0.01, 0.005)),
     "f2": ("hypersphere_f2", (0.002, 0.001), (0.005, 0.002, 0.001)),

@@ -1,4 +1,4 @@
-"""Thm 6.1's constants next to the measured NTK at initialisation (spec sections 3.2-3.3, readouts d and f).
+"""Thm 6.1's constants next to the measured NTK at initialisation (docs/resnet_width.md).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/resnet_width_theory.py [--n 16 32 64 128 --seeds 0 1 2]
 

@@ -58,7 +58,7 @@ def test_every_row_has_its_exact_count(row: str, monkeypatch: pytest.MonkeyPatch
 
 def test_baseline_rows_count_35914_and_10862() -> None:
     assert sum(p.numel() for p in CNN2(fc1_rank=32).parameters()) == 35_914
-    assert sum(p.numel() for p in CNN2(fc1_rank=16).parameters()) == 21_066  # the text's rank 16 (spec 3)
+    assert sum(p.numel() for p in CNN2(fc1_rank=16).parameters()) == 21_066  # the text's rank 16 (docs/mapping_networks.md, LRD)
     pruned = MagnitudePruned(CNN2(), amount=0.9)
     pruned.train()(torch.randn(2, 1, 28, 28))
     assert pruned.nonzero_params() == 10_862
