@@ -12,7 +12,7 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from callbacks.ncf import growth_objective, growth_problems, pga
+from nets.neuron_pursuit.ncf import growth_objective, growth_problems, pga
 from datamodules.synthetic import SparseFunctionDataModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 

@@ -8,8 +8,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor
 
-from callbacks.ncf import (PGAResult, first_iteration_objective, growth_objective, growth_problems, pga,
-                           single_neuron_dim, split_single_neuron)
+from nets.neuron_pursuit.ncf import (PGAResult, first_iteration_objective, growth_objective, growth_problems,
+                                     pga, single_neuron_dim, split_single_neuron)
 
 
 class NeuronPursuit(Callback):

@@ -8,7 +8,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from callbacks.ncf import GrowthNCF, growth_problems
+from nets.neuron_pursuit.ncf import GrowthNCF, growth_problems
 
 
 class SaddleNCF:

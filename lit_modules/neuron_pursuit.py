@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from nets.growable import GrowableNet
+from nets.neuron_pursuit.growable import GrowableNet
 
 
 class HalvingSchedule:

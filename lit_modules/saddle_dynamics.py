@@ -5,9 +5,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from callbacks.ncf import first_iteration_objective, pga, single_neuron_dim, split_single_neuron
+from nets.neuron_pursuit.ncf import first_iteration_objective, pga, single_neuron_dim, split_single_neuron
 from lit_modules.neuron_pursuit import NeuronPursuitModule
-from nets.growable import GrowableNet
+from nets.neuron_pursuit.growable import GrowableNet
 
 
 class SaddleDynamicsModule(NeuronPursuitModule):

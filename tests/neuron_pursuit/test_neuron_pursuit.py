@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.ncf import (first_iteration_objective, growth_objective, growth_problems, pga, single_neuron_dim,
-                           split_single_neuron)
+from nets.neuron_pursuit.ncf import (first_iteration_objective, growth_objective, growth_problems, pga,
+                                     single_neuron_dim, split_single_neuron)
 from callbacks.neuron_pursuit import NeuronPursuit
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
-from nets.growable import GrowableNet
+from nets.neuron_pursuit.growable import GrowableNet
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 
 ACTS = [(0.0, 1), (0.2, 1), (1.0, 2), (0.3, 2)]  # (alpha, power): ReLU, leaky ReLU, x^2, leaky squared
@@ -181,7 +181,7 @@ def test_datamodules_are_seeded_and_shaped() -> None:
 
 
 def test_multi_device_strategies_other_than_ddp_are_refused_with_a_clear_message() -> None:
-    trainer = SimpleNamespace(world_size=2, strategy=object())  # DDP itself: tests/test_neuron_pursuit_pvr.py
+    trainer = SimpleNamespace(world_size=2, strategy=object())  # DDP itself: tests/neuron_pursuit/test_pvr.py
     with pytest.raises(ValueError, match="one device or under DDP"):
         NeuronPursuit().setup(trainer, SimpleNamespace(), "fit")
 

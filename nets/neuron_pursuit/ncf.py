@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nets.growable import GrowableNet, homogeneous_act, homogeneous_act_grad
+from nets.neuron_pursuit.growable import GrowableNet, homogeneous_act, homogeneous_act_grad
 
 Objective = Callable[[Tensor], Tensor]  # (H, dim) unit rows -> (H,) values
 
