@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from callbacks.saddle_monitor import SaddleNCF, detect_plateaus, kkt_alignment, neuron_stats
-from lit_modules.saddle_dynamics import SaddleDynamicsModule
+from nets.neuron_pursuit.saddle import SaddleNCF, detect_plateaus, kkt_alignment, neuron_stats
+from lit_modules.neuron_pursuit import SaddleDynamicsModule
 from scripts import np_saddle_delta_sweep, np_sample_sweep
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 
