@@ -2,7 +2,7 @@
 settings) and ``SaddleMonitor`` (the saddle-dynamics measurements of Sec. 3, Figs. 1-4)."""
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -10,9 +10,75 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor
 
+from nets.neuron_pursuit.growable import GrowableNet
 from nets.neuron_pursuit.ncf import (PGAResult, first_iteration_objective, growth_objective, growth_problems,
                                      pga, single_neuron_dim, split_single_neuron)
 from nets.neuron_pursuit.saddle import SaddleNCF, detect_plateaus, kkt_alignment, neuron_stats
+
+
+# ---------------------------------------------------------------------- what the callbacks need
+class FullBatchData(Protocol):
+    """The datamodule: the whole training and test sets as tensors (datamodules.FullBatchDataModule)."""
+
+    def train_tensors(self) -> tuple[Tensor, Tensor]: ...
+
+    def test_tensors(self) -> tuple[Tensor, Tensor]: ...
+
+
+class Growable(Protocol):
+    """The LightningModule that NeuronPursuit grows (lit_modules.NeuronPursuitModule)."""
+
+    net: GrowableNet  # add_neuron, resize, balance, widths, weights, ...
+
+    def prepare(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Data moved to the net's device and dtype."""
+
+    def loss_fn(self, out: Tensor, y: Tensor) -> Tensor:
+        """The training loss of outputs ``out`` (the one GD minimises)."""
+
+    def errors(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """``loss``, ``rel_err`` (and ``class_err``) of the current net on (x, y)."""
+
+    def start_stage(self) -> None:
+        """A new GD stage begins (after a growth, before the optimizer is rebuilt)."""
+
+    def stage_summary(self) -> dict[str, float]:
+        """Entries for the iteration's record at the end of a stage (e.g. lr halvings)."""
+
+
+class NearSaddle(Protocol):
+    """The LightningModule that SaddleMonitor measures (lit_modules.SaddleDynamicsModule)."""
+
+    net: GrowableNet
+    w_bar: Tensor  # the saddle, flat
+    n_mask: Tensor  # True on w_n in the flat layout
+    gd_steps_per_batch: int
+
+    def prepare(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Data moved to the net's device and dtype."""
+
+    def loss_fn(self, out: Tensor, y: Tensor) -> Tensor:
+        """The training loss of outputs ``out``."""
+
+    def restricted_net(self) -> GrowableNet:
+        """The one-neuron-per-layer net at the saddle's w_bar_n."""
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """Attribute and method names a class must have to satisfy ``protocol``."""
+    names = set(protocol.__annotations__)
+    names |= {k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")}
+    return sorted(names)
+
+
+def require(obj: Any, protocol: type, role: str, user: str, example: str) -> None:
+    """One clear error naming everything ``obj`` lacks of ``protocol``; afterwards ``user`` calls, never probes."""
+    missing = [name for name in protocol_members(protocol) if not hasattr(obj, name)]
+    if "net" in protocol_members(protocol) and "net" not in missing and not isinstance(obj.net, GrowableNet):
+        missing.append(f"net (a nets.neuron_pursuit.GrowableNet, got {type(obj.net).__name__})")
+    if missing:
+        raise ValueError(f"{user} needs a {role} satisfying {protocol.__name__} (e.g. {example}); "
+                         f"{type(obj).__name__} lacks: {', '.join(missing)}")
 
 
 class NeuronPursuit(Callback):
@@ -83,11 +149,8 @@ class NeuronPursuit(Callback):
         if trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
             raise ValueError("NeuronPursuit runs on one device or under DDP (--trainer.strategy ddp): rank 0 grows "
                              f"the net and broadcasts it; {type(trainer.strategy).__name__} is not supported")
-        if not hasattr(pl_module, "net") or not hasattr(pl_module.net, "add_neuron"):
-            raise ValueError("NeuronPursuit needs a module with a growable `net` (lit_modules.NeuronPursuitModule)")
-        if not hasattr(trainer.datamodule, "train_tensors"):
-            raise ValueError("NeuronPursuit needs a full-batch datamodule with train_tensors() "
-                             "(datamodules.SparseFunctionDataModule, ModularAdditionDataModule)")
+        require(pl_module, Growable, "module", "NeuronPursuit", "lit_modules.NeuronPursuitModule")
+        require(trainer.datamodule, FullBatchData, "datamodule", "NeuronPursuit", "datamodules.SparseFunctionDataModule")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.iteration == 0:
@@ -121,8 +184,7 @@ class NeuronPursuit(Callback):
         self.load_state_dict(state["np"])
         trainer.should_stop = state["should_stop"]
         if grown:
-            if hasattr(pl_module, "start_stage"):
-                pl_module.start_stage()
+            pl_module.start_stage()
             trainer.strategy.setup_optimizers(trainer)
 
     @property
@@ -150,7 +212,8 @@ class NeuronPursuit(Callback):
 
     # ------------------------------------------------------------------ NP steps
     def _data(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str = "train") -> tuple[Tensor, Tensor]:
-        return pl_module.prepare(*getattr(trainer.datamodule, f"{split}_tensors")())
+        data = trainer.datamodule
+        return pl_module.prepare(*(data.train_tensors() if split == "train" else data.test_tensors()))
 
     def _pga(self, objective: Any, dim: int, first: bool, like: Tensor) -> PGAResult:
         lr, steps = (self.pga_lr_first, self.pga_steps_first) if first else (self.pga_lr, self.pga_steps)
@@ -211,8 +274,7 @@ class NeuronPursuit(Callback):
             net.weights[l + 1][:, -1].copy_(d * b)
 
         self._insert(pl_module, record, place, x, y, delta, loss_prev, self.backtracks_later, degree=net.power + 1)
-        if hasattr(pl_module, "start_stage"):  # lr schedule of the new stage (before the optimizer reads lr)
-            pl_module.start_stage()
+        pl_module.start_stage()  # lr schedule of the new stage (before the optimizer reads lr)
         trainer.strategy.setup_optimizers(trainer)  # the grown weights are new Parameter objects
 
     @staticmethod
@@ -258,15 +320,12 @@ class NeuronPursuit(Callback):
         train = pl_module.errors(*self._data(trainer, pl_module))
         record = self.history[-1]
         record.update({f"train_{k}": v for k, v in train.items()})
-        if hasattr(trainer.datamodule, "test_tensors"):
-            record.update({f"test_{k}": v for k, v in pl_module.errors(*self._data(trainer, pl_module, "test")).items()})
+        record.update({f"test_{k}": v for k, v in pl_module.errors(*self._data(trainer, pl_module, "test")).items()})
         net = pl_module.net
         if record["layer"]:  # how far the newest neuron has grown from its O(delta) start
             l = record["layer"]
             record["new_neuron_norm"] = float(torch.cat([net.weights[l - 1][-1], net.weights[l][:, -1]]).norm())
-        schedule = getattr(pl_module, "lr_schedule", None)
-        if schedule is not None and schedule.every is not None:
-            record.update(lr_halvings=schedule.halvings, lr_end=schedule.lr)
+        record.update(pl_module.stage_summary())
         if self.long_stage_epochs is not None and train["loss"] < self.long_stage_below_loss:
             self.long_stages = True
         self._log(pl_module, record)
@@ -327,8 +386,8 @@ class SaddleMonitor(Callback):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not hasattr(pl_module, "w_bar"):
-            raise ValueError("SaddleMonitor needs lit_modules.SaddleDynamicsModule")
+        require(pl_module, NearSaddle, "module", "SaddleMonitor", "lit_modules.SaddleDynamicsModule")
+        require(trainer.datamodule, FullBatchData, "datamodule", "SaddleMonitor", "datamodules.SparseFunctionDataModule")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = pl_module.prepare(*trainer.datamodule.train_tensors())
@@ -342,7 +401,7 @@ class SaddleMonitor(Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        record = self._measure(trainer, pl_module, step=trainer.global_step * pl_module.hparams.gd_steps_per_batch)
+        record = self._measure(trainer, pl_module, step=trainer.global_step * pl_module.gd_steps_per_batch)
         pl_module.log_dict({f"saddle/{k}": v for k, v in record.items()}, on_step=False, on_epoch=True)
         if self.stop_after_escape and record["norm_loss"] < 1 - self.escape_drop:
             trainer.should_stop = True
@@ -351,7 +410,7 @@ class SaddleMonitor(Callback):
     def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, float]:
         (x, y), loss_bar = self._data, self._loss_bar
         weights = [w.detach() for w in pl_module.net.weights]
-        flat, w_bar, n_mask = pl_module.flat_weights(), pl_module.w_bar, pl_module.n_mask
+        flat, w_bar, n_mask = pl_module.net.flat(), pl_module.w_bar, pl_module.n_mask
         z_mask = [m.view_as(w) for m, w in zip((~n_mask).split([w.numel() for w in weights]), weights)]
         kappa, ncf_value = kkt_alignment(self.ncf.value_and_grad, weights, z_mask)
         w_z_norm = float(flat[~n_mask].norm())

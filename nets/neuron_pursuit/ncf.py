@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nets.neuron_pursuit.growable import GrowableNet, homogeneous_act, homogeneous_act_grad
+from nets.neuron_pursuit.growable import GrowableNet, act_backward, act_values, homogeneous_act
 
 Objective = Callable[[Tensor], Tensor]  # (H, dim) unit rows -> (H,) values
 
@@ -116,9 +116,8 @@ class GrowthNCF:
         # explicit gradient: PGA runs thousands of steps, and autograd's per-op overhead dominates them
         a, b = u[:, :self.k_in], u[:, self.k_in:]
         cb, z = self.c @ b.T, self.g @ a.T  # (N, H)
-        act = homogeneous_act(z, self.alpha, self.power)
-        d_act = homogeneous_act_grad(z, self.alpha, self.power)
-        grad = torch.cat([(cb * d_act).T @ self.g, act.T @ self.c], 1)
+        act = act_values(z, self.alpha, self.power)
+        grad = torch.cat([act_backward(cb, z, self.alpha, self.power).T @ self.g, act.T @ self.c], 1)
         return (cb * act).sum(0), grad
 
 

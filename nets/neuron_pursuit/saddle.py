@@ -1,11 +1,14 @@
-"""Saddle-dynamics measurements (paper Sec. 3, Figs. 1-4): the saddle NCF and its KKT alignment, per-neuron
-balance and shares, plateau detection. Used by ``callbacks.neuron_pursuit.SaddleMonitor``."""
+"""Sparse saddles (paper Sec. 3, Figs. 1-4): building one (docs/neuron_pursuit.md, "Saddle construction"), the
+saddle NCF and its KKT alignment, per-neuron balance and shares, plateau detection. Used by
+``lit_modules.SaddleDynamicsModule`` and ``callbacks.neuron_pursuit.SaddleMonitor``."""
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from nets.neuron_pursuit.ncf import GrowthNCF, growth_problems
+from nets.neuron_pursuit.growable import GrowableNet
+from nets.neuron_pursuit.ncf import (GrowthNCF, first_iteration_objective, growth_problems, pga, single_neuron_dim,
+                                     split_single_neuron)
 
 
 class SaddleNCF:
@@ -77,3 +80,57 @@ def detect_plateaus(loss: list[float], window: int, tol: float,
         return None, None
     i_2 = next((k for k in range(i_1 + window, len(drops)) if drops[k] < tol), None)
     return i_1, i_2
+
+
+@torch.no_grad()
+def train_single_neuron_net(small: GrowableNet, x: Tensor, y: Tensor, generator: torch.Generator, start_scale: float,
+                            lr: float, steps: int, restarts: int, pga_lr: float, pga_steps: int,
+                            newton_steps: int) -> dict[str, float]:
+    """Bring the one-neuron-per-layer ``small`` to a stationary point of mean((H - y)^2), as NP iteration 1 would:
+    PGA on its constrained NCF (eq. 7), ``start_scale`` times the best restart, ``steps`` GD steps, then Newton
+    polishing (``newton_polish``). Returns the loss, the NCF value of y and the final gradient norm."""
+    res = pga(first_iteration_objective(small, x, y), single_neuron_dim(small), restarts, pga_lr, pga_steps,
+              generator, x.dtype, x.device)
+    best = int(res.values.argmax())
+    if float(res.values[best]) <= 0:
+        raise ValueError("the constrained NCF of y is <= 0 for the one-neuron net: no saddle to build")
+    for w, b in zip(small.weights, split_single_neuron(small, res.points[best:best + 1])):
+        w.copy_(start_scale * b[0])
+    for _ in range(steps):
+        _, grads = small.mse_and_grads(x, y)
+        torch._foreach_add_(list(small.weights), grads, alpha=-lr)
+    newton_polish(small, x, y, newton_steps)
+    loss, grads = small.mse_and_grads(x, y)
+    return {"saddle_loss": float(loss), "saddle_ncf_y": float(res.values[best]),
+            "saddle_grad_norm": float(torch.cat([g.flatten() for g in grads]).norm())}
+
+
+def newton_polish(small: GrowableNet, x: Tensor, y: Tensor, steps: int) -> None:
+    """Newton steps with a backtracking line search on the few weights of a small net, so that it is stationary
+    to ~1e-13 (pseudo-inverse: the rescaling symmetry makes the Hessian singular)."""
+    sizes, shapes = [w.numel() for w in small.weights], [w.shape for w in small.weights]
+
+    def loss_of(flat: Tensor) -> Tensor:
+        out = x
+        ws = [c.view(s) for c, s in zip(flat.split(sizes), shapes)]
+        for w in ws[:-1]:
+            out = small.sigma(out @ w.T)
+        return (out @ ws[-1].T - y).square().mean()
+
+    flat = small.flat()
+    with torch.enable_grad():
+        for _ in range(steps):
+            grad = torch.func.grad(loss_of)(flat)
+            if float(grad.norm()) < 1e-14:
+                break
+            evals, evecs = torch.linalg.eigh(torch.func.hessian(loss_of)(flat))
+            # |eigenvalues| keep the step a descent direction away from the minimum's basin
+            inv = torch.where(evals.abs() > 1e-12 * evals.abs().max(), 1 / evals.abs(), torch.zeros_like(evals))
+            step, now = evecs @ (inv * (evecs.T @ grad)), float(loss_of(flat))
+            t = 1.0
+            while float(loss_of(flat - t * step)) > now and t > 1e-6:
+                t /= 2
+            if t <= 1e-6:
+                break
+            flat = flat - t * step
+    small.set_flat(flat)

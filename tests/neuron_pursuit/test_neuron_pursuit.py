@@ -7,8 +7,9 @@ import torch
 
 from nets.neuron_pursuit.ncf import (first_iteration_objective, growth_objective, growth_problems, pga,
                                      single_neuron_dim, split_single_neuron)
-from callbacks.neuron_pursuit import NeuronPursuit
+from callbacks.neuron_pursuit import NeuronPursuit, SaddleMonitor
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
+from lit_modules.neuron_pursuit import NeuronPursuitModule
 from nets.neuron_pursuit.growable import GrowableNet
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 
@@ -184,6 +185,29 @@ def test_multi_device_strategies_other_than_ddp_are_refused_with_a_clear_message
     trainer = SimpleNamespace(world_size=2, strategy=object())  # DDP itself: tests/neuron_pursuit/test_pvr.py
     with pytest.raises(ValueError, match="one device or under DDP"):
         NeuronPursuit().setup(trainer, SimpleNamespace(), "fit")
+
+
+def test_callbacks_name_what_the_module_or_datamodule_lacks() -> None:
+    """The callbacks check the Growable / NearSaddle / FullBatchData protocols once, at setup, with one error."""
+    data = SparseFunctionDataModule("fig6", 10, 10)
+    trainer = SimpleNamespace(world_size=1, datamodule=data)
+    module = NeuronPursuitModule(20)
+    NeuronPursuit().setup(trainer, module, "fit")  # the real pair satisfies both
+    partial = SimpleNamespace(net=module.net, prepare=module.prepare, loss_fn=module.loss_fn, errors=module.errors)
+    with pytest.raises(ValueError, match=r"NeuronPursuit needs a module satisfying Growable \(e\.g\. "
+                                         r"lit_modules\.NeuronPursuitModule\); SimpleNamespace lacks: "
+                                         r"stage_summary, start_stage$"):
+        NeuronPursuit().setup(trainer, partial, "fit")
+    wrong_net = SimpleNamespace(**{**vars(partial), "net": torch.nn.Linear(2, 1), "start_stage": None,
+                                   "stage_summary": None})
+    with pytest.raises(ValueError, match=r"lacks: net \(a nets\.neuron_pursuit\.GrowableNet, got Linear\)"):
+        NeuronPursuit().setup(trainer, wrong_net, "fit")
+    no_test = SimpleNamespace(world_size=1, datamodule=SimpleNamespace(train_tensors=data.train_tensors))
+    with pytest.raises(ValueError, match=r"datamodule satisfying FullBatchData .* lacks: test_tensors$"):
+        NeuronPursuit().setup(no_test, module, "fit")
+    with pytest.raises(ValueError, match=r"SaddleMonitor needs a module satisfying NearSaddle .* lacks: "
+                                         r"n_mask, restricted_net, w_bar$"):
+        SaddleMonitor().setup(trainer, module, "fit")
 
 
 TINY = ["--config", "configs/neuron_pursuit/fig6.yaml", "--data.n_train", "100", "--data.n_test", "500",

@@ -36,8 +36,8 @@ def z_masks(module: SaddleDynamicsModule) -> list[torch.Tensor]:
 def test_saddle_is_stationary_and_sparse(alpha: float, power: int) -> None:
     module, x, y = saddle(alpha, power)
     assert module.saddle_info["saddle_grad_norm"] < 1e-8  # the one-neuron net is stationary
-    start = module.flat_weights()
-    module.set_flat(module.w_bar)
+    start = module.net.flat()
+    module.net.set_flat(module.w_bar)
     _, grads = module.net.mse_and_grads(x, y)
     assert torch.cat([g.flatten() for g in grads]).norm() < 1e-8  # and so is its zero-block embedding
     assert module.w_bar[~module.n_mask].abs().max() == 0
@@ -84,12 +84,12 @@ def test_kappa_and_balance_go_to_one_before_escape_x2() -> None:
     module, x, y = saddle(1.0, 2)
     ncf, masks = SaddleNCF(module.restricted_net(), x, y), z_masks(module)
     kappa_0, _ = kkt_alignment(ncf.value_and_grad, [w.detach() for w in module.net.weights], masks)
-    w_z0 = float(module.flat_weights()[~module.n_mask].norm())
+    w_z0 = float(module.net.flat()[~module.n_mask].norm())
     for _ in range(4000):
         _, grads = module.net.mse_and_grads(x, y)
         with torch.no_grad():
             torch._foreach_add_(list(module.net.weights), grads, alpha=-module.hparams.lr)
-        if float(module.flat_weights()[~module.n_mask].norm()) > 6 * w_z0:
+        if float(module.net.flat()[~module.n_mask].norm()) > 6 * w_z0:
             break
     weights = [w.detach() for w in module.net.weights]
     kappa, value = kkt_alignment(ncf.value_and_grad, weights, masks)
@@ -97,7 +97,7 @@ def test_kappa_and_balance_go_to_one_before_escape_x2() -> None:
     top = stats["share"].flatten().argmax()
     assert kappa_0 < 0.6 and kappa > 0.98 and value > 0
     assert stats["ratio"].flatten()[top] == pytest.approx(1.0, abs=0.02)
-    assert float(weights[1][1:, 1:].norm()) / float(module.flat_weights()[~module.n_mask].norm()) < 0.1
+    assert float(weights[1][1:, 1:].norm()) / float(module.net.flat()[~module.n_mask].norm()) < 0.1
 
 
 def test_plateau_detector_on_a_synthetic_two_plateau_curve() -> None:
