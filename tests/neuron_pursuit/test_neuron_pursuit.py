@@ -241,20 +241,20 @@ FAST_NP = ["--trainer.callbacks.init_args.epochs_per_stage", "1", "--trainer.cal
 
 
 @pytest.mark.parametrize("name,extra", [
-    ("hypersphere_f1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("hypersphere_f2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("hypercube_g1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("hypercube_g2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("gaussian_h1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("gaussian_h2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("sparse", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("sparse", FAST_NP + ["--data.task", "f2", "--data.n_train", "50", "--data.n_test", "100"]),
+    ("sparse", FAST_NP + ["--data.task", "g2", "--model.alpha", "0.5", "--data.n_train", "50", "--data.n_test", "100"]),
+    ("gaussian", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gaussian", FAST_NP + ["--data.task", "h2", "--data.n_train", "50", "--data.n_test", "100"]),
     ("modular_addition", FAST_NP + ["--data.n_train", "100", "--data.modulus", "13", "--model.in_features", "27",
                                     "--model.out_features", "13"]),
-    ("gd_baseline_f1", ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gd_baseline", ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gd_baseline_gaussian", ["--data.n_train", "50", "--data.n_test", "100"]),
 ])
 def test_every_config_runs_and_writes_results(tmp_path, name: str, extra: list[str]) -> None:
     assert run_train(["--config", f"configs/neuron_pursuit/{name}.yaml", *FAST, *extra], tmp_path) == 0
     results = read_results(run_dir(tmp_path, name))
     assert {"test/rel_err", "train/rel_err", "widths"} <= set(results)
-    if name != "gd_baseline_f1":
+    if not name.startswith("gd_baseline"):
         assert results["np_iterations"] == 2 and sum(results["widths"]) == results["np_iterations"] + len(
             results["widths"]) - 1
