@@ -293,7 +293,7 @@ class NeuronPursuit(Callback):
 
     def _insert(self, pl_module: pl.LightningModule, record: dict[str, Any], place: Any, x: Tensor, y: Tensor,
                 delta: float, loss_ref: float, backtracks: int, degree: int) -> None:
-        """Place the neuron at scale delta, shrinking delta while the loss exceeds ``loss_ref`` (spec 12.4)."""
+        """Place the neuron at scale delta, shrinking delta while the loss exceeds ``loss_ref`` (App. C; docs/neuron_pursuit.md "Backtracking")."""
         for t in range(backtracks + 1):
             place(delta)
             loss = float(pl_module.loss_fn(pl_module.net(x), y))
@@ -351,7 +351,7 @@ class NeuronPursuit(Callback):
 
 
 class SaddleMonitor(Callback):
-    """Logs the spec 11.2 saddle quantities every Lightning step (``saddle/*``) and, at the end of training,
+    """Logs the saddle quantities of Figs. 1-4 every Lightning step (``saddle/*``) and, at the end of training,
     finds the plateaus i_1/i_2, the active G_z sets there, and writes ``saddle_heatmaps.png`` and
     ``saddle_curves.png`` into the run folder (results.json gets the summary).
 

@@ -1,7 +1,7 @@
 """Neural correlation functions (NCF) of Neuron Pursuit and their maximisation on the unit sphere.
 
-All NCFs are mean-normalised over samples (spec 12.2: the PGA step is not scale-free; the paper's sum-NCF
-equals N times these values).
+All NCFs are mean-normalised over samples (docs/neuron_pursuit.md, "NCF scale": the PGA step is not
+scale-free; the paper's sum-NCF equals N times these values).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -89,7 +89,8 @@ def first_iteration_objective(net: GrowableNet, x: Tensor, y: Tensor) -> Objecti
 
 # ---------------------------------------------------------------------- growth iterations
 def growth_problems(net: GrowableNet, x: Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """(G_{l-1}, C_l) for every hidden layer l from one forward and one backward pass (spec 6).
+    """(G_{l-1}, C_l) for every hidden layer l from one forward and one backward pass (the
+    efficient exact form of H_{1,l} of Sec. 5 with C_l = -dL/dz_{l+1}; docs/neuron_pursuit.md, "Pieces").
 
     C_l = -dL/dz_{l+1} / N with L = 1/2 ||H - Y||^2, so the candidate NCF of layer l is
     N_l(a, b) = sum_i (C_l[i] . b) s(a . G_{l-1}[i]).

@@ -14,7 +14,7 @@ from nets.neuron_pursuit.ncf import (GrowthNCF, first_iteration_objective, growt
 class SaddleNCF:
     """N(w_z) = sum_l sum_{j in G_z(l)} N_l(A_l[j], B_{l+1}[:, j]) with ybar and dH/dz taken at the saddle.
 
-    The candidate-neuron NCFs N_l are the growth NCFs of the one-neuron-per-layer net at w_bar_n (spec 6),
+    The candidate-neuron NCFs N_l are the growth NCFs of the one-neuron-per-layer net at w_bar_n (eq. 21 per neuron, Sec. 3.3),
     mean-normalised; neuron 0 of every hidden layer is the saddle's w_n, neurons 1.. are G_z.
     """
 
