@@ -1,7 +1,6 @@
 """Lightning callbacks and loggers shared by every method."""
 from callbacks.csv_logger import ResumableCSVLogger, truncate_metrics
-from callbacks.neuron_pursuit import NeuronPursuit
-from callbacks.saddle_monitor import SaddleMonitor
+from callbacks.neuron_pursuit import NeuronPursuit, SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, SlurmRequeue, parameter_counts)
 from callbacks.resnet_width import NTKMonitor

@@ -179,7 +179,7 @@ def test_test_of_another_models_checkpoint(runs: Path, tmp_path: Path, capsys: p
 
 
 def test_torchscript_export_of_a_growing_net(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    args = ["export", "--config", "configs/neuron_pursuit/gaussian_h1.yaml", "--name", "exp", "--format",
+    args = ["export", "--config", "configs/neuron_pursuit/gaussian.yaml", "--name", "exp", "--format",
             "torchscript"]
     fails_cleanly(args, runs, capsys, "network grows during training")
 

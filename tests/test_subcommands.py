@@ -80,7 +80,7 @@ MODULES = {"configs/default.yaml": [], "configs/mapping/cnn2_slvt_fmnist_1024.ya
            "configs/baseline/cnn2_celebdf.yaml": [], "configs/mapping/cnn2_lwt_celebdf_1872.yaml": [],
            "configs/gauss_newton/gn_alpha8.yaml": [], "configs/gauss_newton/lm_cnn2_fmnist.yaml": [],
            "configs/gan/synthetic_gaussian_k2.yaml": [], "configs/gan/mlp_mnist_k64.yaml": ["--trainer.callbacks=[]"],
-           "configs/neuron_pursuit/gaussian_h1.yaml": [], "configs/neuron_pursuit/saddle_x2.yaml": [],
+           "configs/neuron_pursuit/gaussian.yaml": [], "configs/neuron_pursuit/saddle_x2.yaml": [],
            "configs/resnet_width/resnet_sphere.yaml": [], "configs/baseline/resnet50_layer4fc_celebdf.yaml": NO_WEIGHTS,
            "configs/mapping/resnet50_finetune_celebdf_layer4fc_L1.yaml": NO_WEIGHTS}
 

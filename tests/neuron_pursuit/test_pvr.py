@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from datamodules.synthetic import PointerValueDataModule
-from lit_modules.neuron_pursuit import HalvingSchedule
-from nets.growable import GrowableNet
+from nets.neuron_pursuit.gd import HalvingSchedule
+from nets.neuron_pursuit.growable import GrowableNet
 from tests.conftest import QUIET, ROOT, python, read_metrics, read_results, run_dir, run_train
 
 

@@ -6,15 +6,38 @@ from torch import Tensor, nn
 
 
 def homogeneous_act(x: Tensor, alpha: float, power: int) -> Tensor:
-    """max(x, alpha x)^power; positively homogeneous of degree ``power``."""
+    """max(x, alpha x)^power; positively homogeneous of degree ``power``.
+
+    Autograd through ``torch.maximum`` gives slope 1/2 at an exact tie x = 0 for ReLU (docs/neuron_pursuit.md,
+    "Known limitation"); the explicit gradients (``act_backward``) use 0 there.
+    """
     y = x if alpha == 1.0 else torch.maximum(x, alpha * x)
     return y if power == 1 else y.pow(power)
+
+
+def act_values(x: Tensor, alpha: float, power: int) -> Tensor:
+    """``homogeneous_act`` for paths without autograd: ReLU as one clamp instead of maximum(x, 0 * x)."""
+    if alpha == 0.0 and power == 1:
+        return x.clamp_min(0)
+    return homogeneous_act(x, alpha, power)
 
 
 def homogeneous_act_grad(x: Tensor, alpha: float, power: int) -> Tensor:
     """Derivative p max(x, alpha x)^(p-1) * (1 if x > 0 else alpha), 0 at the ReLU kink like autograd."""
     slope = torch.where(x > 0, 1.0, alpha).to(x.dtype)
     return slope if power == 1 else power * homogeneous_act(x, alpha, power - 1) * slope
+
+
+def act_backward(delta: Tensor, x: Tensor, alpha: float, power: int) -> Tensor:
+    """delta * s'(x) (s'(0) = alpha as in ``homogeneous_act_grad``). For p = 1 without forming s'(x): a scalar
+    ``torch.where`` builds and converts a whole slope tensor, which made it the costliest op of a GD step."""
+    if power > 1:
+        return delta * homogeneous_act_grad(x, alpha, power)
+    if alpha == 1.0:
+        return delta
+    if alpha == 0.0:
+        return delta.masked_fill(x <= 0, 0.0)
+    return torch.where(x > 0, delta, alpha * delta)
 
 
 class GrowableNet(nn.Module):
@@ -66,6 +89,16 @@ class GrowableNet(nn.Module):
         self.weights = nn.ParameterList([nn.Parameter(torch.zeros(s, dtype=dtype, device=device))
                                          for s in self.shapes(widths)])
 
+    def flat(self) -> Tensor:
+        """All weights as one detached vector (W_1 row-major first)."""
+        return torch.cat([w.detach().flatten() for w in self.weights])
+
+    @torch.no_grad()
+    def set_flat(self, flat: Tensor) -> None:
+        """Copy a vector laid out as ``flat()`` into the weights."""
+        for w, chunk in zip(self.weights, flat.split([w.numel() for w in self.weights])):
+            w.copy_(chunk.view_as(w))
+
     def sigma(self, x: Tensor) -> Tensor:
         return homogeneous_act(x, self.alpha, self.power)
 
@@ -98,14 +131,14 @@ class GrowableNet(nn.Module):
         acts, pre = [x], []
         for w in self.weights[:-1]:
             pre.append(acts[-1] @ w.T)
-            acts.append(self.sigma(pre[-1]))
+            acts.append(act_values(pre[-1], self.alpha, self.power))
         err = acts[-1] @ self.weights[-1].T - y
         delta = err * (2.0 / err.numel())
         grads = [None] * self.depth
         for l in range(self.depth - 1, -1, -1):
             grads[l] = delta.T @ acts[l]
             if l > 0:
-                delta = (delta @ self.weights[l]) * homogeneous_act_grad(pre[l - 1], self.alpha, self.power)
+                delta = act_backward(delta @ self.weights[l], pre[l - 1], self.alpha, self.power)
         return err.square().mean(), grads
 
     # ------------------------------------------------------------------ growth

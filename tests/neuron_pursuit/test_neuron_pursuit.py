@@ -5,11 +5,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.ncf import (first_iteration_objective, growth_objective, growth_problems, pga, single_neuron_dim,
-                           split_single_neuron)
-from callbacks.neuron_pursuit import NeuronPursuit
+from nets.neuron_pursuit.ncf import (first_iteration_objective, growth_objective, growth_problems, pga,
+                                     single_neuron_dim, split_single_neuron)
+from callbacks.neuron_pursuit import NeuronPursuit, SaddleMonitor
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
-from nets.growable import GrowableNet
+from lit_modules.neuron_pursuit import NeuronPursuitModule
+from nets.neuron_pursuit.growable import GrowableNet
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 
 ACTS = [(0.0, 1), (0.2, 1), (1.0, 2), (0.3, 2)]  # (alpha, power): ReLU, leaky ReLU, x^2, leaky squared
@@ -181,9 +182,32 @@ def test_datamodules_are_seeded_and_shaped() -> None:
 
 
 def test_multi_device_strategies_other_than_ddp_are_refused_with_a_clear_message() -> None:
-    trainer = SimpleNamespace(world_size=2, strategy=object())  # DDP itself: tests/test_neuron_pursuit_pvr.py
+    trainer = SimpleNamespace(world_size=2, strategy=object())  # DDP itself: tests/neuron_pursuit/test_pvr.py
     with pytest.raises(ValueError, match="one device or under DDP"):
         NeuronPursuit().setup(trainer, SimpleNamespace(), "fit")
+
+
+def test_callbacks_name_what_the_module_or_datamodule_lacks() -> None:
+    """The callbacks check the Growable / NearSaddle / FullBatchData protocols once, at setup, with one error."""
+    data = SparseFunctionDataModule("fig6", 10, 10)
+    trainer = SimpleNamespace(world_size=1, datamodule=data)
+    module = NeuronPursuitModule(20)
+    NeuronPursuit().setup(trainer, module, "fit")  # the real pair satisfies both
+    partial = SimpleNamespace(net=module.net, prepare=module.prepare, loss_fn=module.loss_fn, errors=module.errors)
+    with pytest.raises(ValueError, match=r"NeuronPursuit needs a module satisfying Growable \(e\.g\. "
+                                         r"lit_modules\.NeuronPursuitModule\); SimpleNamespace lacks: "
+                                         r"stage_summary, start_stage$"):
+        NeuronPursuit().setup(trainer, partial, "fit")
+    wrong_net = SimpleNamespace(**{**vars(partial), "net": torch.nn.Linear(2, 1), "start_stage": None,
+                                   "stage_summary": None})
+    with pytest.raises(ValueError, match=r"lacks: net \(a nets\.neuron_pursuit\.GrowableNet, got Linear\)"):
+        NeuronPursuit().setup(trainer, wrong_net, "fit")
+    no_test = SimpleNamespace(world_size=1, datamodule=SimpleNamespace(train_tensors=data.train_tensors))
+    with pytest.raises(ValueError, match=r"datamodule satisfying FullBatchData .* lacks: test_tensors$"):
+        NeuronPursuit().setup(no_test, module, "fit")
+    with pytest.raises(ValueError, match=r"SaddleMonitor needs a module satisfying NearSaddle .* lacks: "
+                                         r"n_mask, restricted_net, w_bar$"):
+        SaddleMonitor().setup(trainer, module, "fit")
 
 
 TINY = ["--config", "configs/neuron_pursuit/fig6.yaml", "--data.n_train", "100", "--data.n_test", "500",
@@ -217,20 +241,20 @@ FAST_NP = ["--trainer.callbacks.init_args.epochs_per_stage", "1", "--trainer.cal
 
 
 @pytest.mark.parametrize("name,extra", [
-    ("hypersphere_f1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("hypersphere_f2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("hypercube_g1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("hypercube_g2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("gaussian_h1", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
-    ("gaussian_h2", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("sparse", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("sparse", FAST_NP + ["--data.task", "f2", "--data.n_train", "50", "--data.n_test", "100"]),
+    ("sparse", FAST_NP + ["--data.task", "g2", "--model.alpha", "0.5", "--data.n_train", "50", "--data.n_test", "100"]),
+    ("gaussian", FAST_NP + ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gaussian", FAST_NP + ["--data.task", "h2", "--data.n_train", "50", "--data.n_test", "100"]),
     ("modular_addition", FAST_NP + ["--data.n_train", "100", "--data.modulus", "13", "--model.in_features", "27",
                                     "--model.out_features", "13"]),
-    ("gd_baseline_f1", ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gd_baseline", ["--data.n_train", "50", "--data.n_test", "100"]),
+    ("gd_baseline_gaussian", ["--data.n_train", "50", "--data.n_test", "100"]),
 ])
 def test_every_config_runs_and_writes_results(tmp_path, name: str, extra: list[str]) -> None:
     assert run_train(["--config", f"configs/neuron_pursuit/{name}.yaml", *FAST, *extra], tmp_path) == 0
     results = read_results(run_dir(tmp_path, name))
     assert {"test/rel_err", "train/rel_err", "widths"} <= set(results)
-    if name != "gd_baseline_f1":
+    if not name.startswith("gd_baseline"):
         assert results["np_iterations"] == 2 and sum(results["widths"]) == results["np_iterations"] + len(
             results["widths"]) - 1

@@ -1,13 +1,16 @@
 """Saddle dynamics (Neuron Pursuit Figs. 1-4): saddle construction, KKT alignment two ways, Lemma 9 balance,
-plateau detection, resume parity, and the two sweep scripts end to end at tiny sizes."""
+plateau detection, resume parity, and the sample-size and delta grids with their reports end to end at tiny sizes."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from callbacks.saddle_monitor import SaddleNCF, detect_plateaus, kkt_alignment, neuron_stats
-from lit_modules.saddle_dynamics import SaddleDynamicsModule
-from scripts import np_saddle_delta_sweep, np_sample_sweep
+import sweep
+from lit_modules.neuron_pursuit import SaddleDynamicsModule
+from nets.neuron_pursuit.saddle import SaddleNCF, detect_plateaus, kkt_alignment, neuron_stats
+from scripts import np_report
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 
 D, N = 5, 60
@@ -36,8 +39,8 @@ def z_masks(module: SaddleDynamicsModule) -> list[torch.Tensor]:
 def test_saddle_is_stationary_and_sparse(alpha: float, power: int) -> None:
     module, x, y = saddle(alpha, power)
     assert module.saddle_info["saddle_grad_norm"] < 1e-8  # the one-neuron net is stationary
-    start = module.flat_weights()
-    module.set_flat(module.w_bar)
+    start = module.net.flat()
+    module.net.set_flat(module.w_bar)
     _, grads = module.net.mse_and_grads(x, y)
     assert torch.cat([g.flatten() for g in grads]).norm() < 1e-8  # and so is its zero-block embedding
     assert module.w_bar[~module.n_mask].abs().max() == 0
@@ -84,12 +87,12 @@ def test_kappa_and_balance_go_to_one_before_escape_x2() -> None:
     module, x, y = saddle(1.0, 2)
     ncf, masks = SaddleNCF(module.restricted_net(), x, y), z_masks(module)
     kappa_0, _ = kkt_alignment(ncf.value_and_grad, [w.detach() for w in module.net.weights], masks)
-    w_z0 = float(module.flat_weights()[~module.n_mask].norm())
+    w_z0 = float(module.net.flat()[~module.n_mask].norm())
     for _ in range(4000):
         _, grads = module.net.mse_and_grads(x, y)
         with torch.no_grad():
             torch._foreach_add_(list(module.net.weights), grads, alpha=-module.hparams.lr)
-        if float(module.flat_weights()[~module.n_mask].norm()) > 6 * w_z0:
+        if float(module.net.flat()[~module.n_mask].norm()) > 6 * w_z0:
             break
     weights = [w.detach() for w in module.net.weights]
     kappa, value = kkt_alignment(ncf.value_and_grad, weights, masks)
@@ -97,7 +100,7 @@ def test_kappa_and_balance_go_to_one_before_escape_x2() -> None:
     top = stats["share"].flatten().argmax()
     assert kappa_0 < 0.6 and kappa > 0.98 and value > 0
     assert stats["ratio"].flatten()[top] == pytest.approx(1.0, abs=0.02)
-    assert float(weights[1][1:, 1:].norm()) / float(module.flat_weights()[~module.n_mask].norm()) < 0.1
+    assert float(weights[1][1:, 1:].norm()) / float(module.net.flat()[~module.n_mask].norm()) < 0.1
 
 
 def test_plateau_detector_on_a_synthetic_two_plateau_curve() -> None:
@@ -138,28 +141,47 @@ def test_np_reporting_rule_c11() -> None:
     def r(test: float, train: float, its: int) -> dict:
         return {"test_rel_err": test, "train_rel_err": train, "np_iterations": its}
 
-    assert np_sample_sweep.np_report([r(0.001, 0, 9), r(0.004, 0, 3)])["np_iterations"] == 3
-    assert np_sample_sweep.np_report([r(0.2, 1e-4, 9), r(0.1, 1e-4, 3), r(0.05, 0.1, 2)])["test_rel_err"] == 0.1
-    assert np_sample_sweep.np_report([r(0.2, 0.3, 9), r(0.1, 0.2, 3)])["train_rel_err"] == 0.2
-    assert np_sample_sweep.gd_report([r(0.2, 0, 0), r(0.1, 0.5, 0)])["test_rel_err"] == 0.1
+    assert np_report.np_report([r(0.001, 0, 9), r(0.004, 0, 3)])["np_iterations"] == 3
+    assert np_report.np_report([r(0.2, 1e-4, 9), r(0.1, 1e-4, 3), r(0.05, 0.1, 2)])["test_rel_err"] == 0.1
+    assert np_report.np_report([r(0.2, 0.3, 9), r(0.1, 0.2, 3)])["train_rel_err"] == 0.2
+    assert np_report.gd_report([r(0.2, 0, 0), r(0.1, 0.5, 0)])["test_rel_err"] == 0.1
 
 
-def test_sample_sweep_script_end_to_end(tmp_path) -> None:
-    result = np_sample_sweep.main(
-        ["--task", "g1", "--n", "20", "--seeds", "0", "--np_epochs_per_stage", "1", "--max_iterations", "2",
-         "--gd_epochs", "1", "--steps_per_epoch", "10", "--pga_steps", "20", "--n_test", "50",
-         "--np_lrs", "0.005", "0.002", "--gd_lrs", "0.05", "--root", str(tmp_path / "runs"),
-         "--out", str(tmp_path / "sweep")])
-    assert len(result["runs"]) == 3 and len(result["reported"]) == 2
-    assert {r["method"] for r in result["summary"]} == {"np", "gd"}
-    assert (tmp_path / "sweep.png").is_file() and (tmp_path / "sweep.json").is_file()
+def run_grid(tmp_path: Path, grid: dict, seeds: list[str], extra: list[str]) -> Path:
+    path, out = tmp_path / "grid.yaml", tmp_path / "sweep"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    assert sweep.main([str(path), "--seeds", *seeds, "--out", str(out), "--", *extra]) == 0
+    return out
 
 
-def test_delta_sweep_script_end_to_end(tmp_path) -> None:
-    result = np_saddle_delta_sweep.main(
-        ["--config", "saddle_x2", "--deltas", "0.2", "0.3", "--max_epochs", "60", "--root", str(tmp_path / "runs"),
-         "--out", str(tmp_path / "delta"), "--extra", *TINY[2:]])
-    steps = [r["escape_step"] for r in result["rows"]]
-    assert all(s is not None for s in steps) and steps[0] > steps[1]  # a smaller delta escapes later
-    assert result["rows"][0]["scaled"] == pytest.approx(steps[0] * 0.2)
-    assert math.isfinite(result["fit"]["slope"]) and (tmp_path / "delta.png").is_file()
+def test_sample_size_grid_and_report_end_to_end(tmp_path: Path) -> None:
+    """A tiny Figs. 7-9 grid through sweep.py (2 NP step sizes, 1 GD, 2 sample sizes, 2 seeds), then the report:
+    one reported run per (method, n, seed), C.1.1 for NP."""
+    budget = ["--model.gd_steps_per_batch", "10", "--data.n_test", "50", "--data.seed", "{seed}"]
+    np_budget = [*budget, "--trainer.callbacks.init_args.epochs_per_stage", "1", "--trainer.max_epochs", "2",
+                 "--trainer.callbacks.init_args.max_iterations", "2", "--trainer.callbacks.init_args.pga_steps", "20"]
+    grid = {"name": "tiny_np_samples", "cells": {
+        "np_lr0.005": ["--config", "configs/neuron_pursuit/sparse.yaml", "--data.task", "g1", "--model.lr", "0.005",
+                       *np_budget],
+        "np_lr0.002": ["--config", "configs/neuron_pursuit/sparse.yaml", "--data.task", "g1", "--model.lr", "0.002",
+                       *np_budget],
+        "gd_lr0.05": ["--config", "configs/neuron_pursuit/gd_baseline.yaml", "--data.task", "g1", "--model.lr", "0.05",
+                      *budget, "--trainer.max_epochs", "1"]},
+        "axes": {"data.n_train": [20, 40]}, "metrics": ["test/rel_err", "np_iterations"]}
+    out = run_grid(tmp_path, grid, ["0", "1"], [])
+    rows = np_report.main(["samples", str(out), "--out", str(tmp_path / "report")])
+    assert [(r["method"], r["n"], r["seeds"]) for r in rows] == [("gd", 20, 2), ("gd", 40, 2), ("np", 20, 2),
+                                                                  ("np", 40, 2)]
+    assert all(r["iterations"][1] == 2 for r in rows if r["method"] == "np")
+    assert (tmp_path / "report.png").is_file() and "| NP | 40 | 2 |" in (tmp_path / "report.md").read_text()
+
+
+def test_delta_grid_and_report_end_to_end(tmp_path: Path) -> None:
+    cells = {"x2": [*TINY, "--trainer.callbacks.init_args.stop_after_escape", "true",
+                    "--trainer.callbacks.init_args.plots", "false", "--trainer.max_epochs", "60"]}
+    out = run_grid(tmp_path, {"name": "tiny_delta", "cells": cells, "axes": {"model.delta": [0.2, 0.3]},
+                              "metrics": ["saddle_escape_step"]}, ["0"], [])
+    result = np_report.main(["delta", str(out)])
+    steps = result["medians"]
+    assert result["deltas"] == [0.2, 0.3] and steps[0] > steps[1]  # a smaller delta escapes later
+    assert math.isfinite(result["slope"]) and (out / "np_report.png").is_file()

@@ -1,7 +1,7 @@
 """Neural correlation functions (NCF) of Neuron Pursuit and their maximisation on the unit sphere.
 
-All NCFs are mean-normalised over samples (docs/neuron_pursuit.md: the PGA step is not scale-free; the paper's sum-NCF
-equals N times these values).
+All NCFs are mean-normalised over samples (docs/neuron_pursuit.md, "NCF scale": the PGA step is not
+scale-free; the paper's sum-NCF equals N times these values).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nets.growable import GrowableNet, homogeneous_act, homogeneous_act_grad
+from nets.neuron_pursuit.growable import GrowableNet, act_backward, act_values, homogeneous_act
 
 Objective = Callable[[Tensor], Tensor]  # (H, dim) unit rows -> (H,) values
 
@@ -89,7 +89,8 @@ def first_iteration_objective(net: GrowableNet, x: Tensor, y: Tensor) -> Objecti
 
 # ---------------------------------------------------------------------- growth iterations
 def growth_problems(net: GrowableNet, x: Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """(G_{l-1}, C_l) for every hidden layer l from one forward and one backward pass (docs/neuron_pursuit.md).
+    """(G_{l-1}, C_l) for every hidden layer l from one forward and one backward pass (the
+    efficient exact form of H_{1,l} of Sec. 5 with C_l = -dL/dz_{l+1}; docs/neuron_pursuit.md, "Pieces").
 
     C_l = -dL/dz_{l+1} / N with L = 1/2 ||H - Y||^2, so the candidate NCF of layer l is
     N_l(a, b) = sum_i (C_l[i] . b) s(a . G_{l-1}[i]).
@@ -116,9 +117,8 @@ class GrowthNCF:
         # explicit gradient: PGA runs thousands of steps, and autograd's per-op overhead dominates them
         a, b = u[:, :self.k_in], u[:, self.k_in:]
         cb, z = self.c @ b.T, self.g @ a.T  # (N, H)
-        act = homogeneous_act(z, self.alpha, self.power)
-        d_act = homogeneous_act_grad(z, self.alpha, self.power)
-        grad = torch.cat([(cb * d_act).T @ self.g, act.T @ self.c], 1)
+        act = act_values(z, self.alpha, self.power)
+        grad = torch.cat([act_backward(cb, z, self.alpha, self.power).T @ self.g, act.T @ self.c], 1)
         return (cb * act).sum(0), grad
 
 
