@@ -14,9 +14,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from lit_modules.gn_solver import (METHODS, ON_SINGULAR, Damping, DenseJacobian, FuncJacobian, Jacobian,
+from nets.gauss_newton.solver import (METHODS, ON_SINGULAR, Damping, DenseJacobian, FuncJacobian, Jacobian,
                                    SingularSystemError, gn_direction, per_sample_jacobian)
-from lit_modules.gn_theory import theory_constants
+from nets.gauss_newton.theory import theory_constants
 
 
 class StepCounter(torch.optim.Optimizer):
@@ -38,7 +38,7 @@ class GaussNewtonModule(pl.LightningModule):
         dt: Euler step of flow (1); the parameter step is (dt / alpha) v.
         eta: if set, the discrete update (13) w <- w - eta v instead (dt is then only the time axis).
         rho: convex damping in [0, 1]: 0 = Gauss-Newton, 1 = gradient flow.
-        method: linear solver (``lstsq``/``primal``/``dual``/``cg``/``cg_dual``, see ``gn_solver``).
+        method: linear solver (``lstsq``/``primal``/``dual``/``cg``/``cg_dual``, see ``nets.gauss_newton.solver``).
         jacobian: ``analytic`` (the net's ``jacobian(x)``), ``autograd`` (vmap of jacrev) or, with a CG
             method, ``matrix_free`` (JVP/VJP; J never formed).
         on_singular: ``error``, ``stop`` (end training), ``pinv``, ``lstsq`` or ``damp`` (re-solve with

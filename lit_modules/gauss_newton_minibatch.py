@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_modules.gauss_newton import StepCounter
-from lit_modules.gn_solver import Damping, FuncJacobian, MarquardtSchedule, gn_direction
+from nets.gauss_newton.solver import Damping, FuncJacobian, MarquardtSchedule, gn_direction
 
 
 def softmax_sqrt_factor(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

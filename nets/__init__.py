@@ -2,7 +2,7 @@
 from nets.cnn import CNN1, CNN2
 from nets.lstm import LSTMRegressor
 from nets.resnet import CifarResNet18, ResNet50, resnet50
-from nets.two_layer import TwoLayerTanh
+from nets.gauss_newton import TwoLayerTanh
 from nets.growable import GrowableNet
 from nets.resnet_width import GulcuResNet
 from nets.gan_dcgan import DCGANCritic32, DCGANCritic64, DCGANGenerator32, DCGANGenerator64

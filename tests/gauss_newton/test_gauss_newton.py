@@ -220,7 +220,7 @@ def test_bad_config_exits_with_one_line(tmp_path: Path, housing: Path, bad: list
 
 
 def test_theory_constants_match_direct_computations() -> None:
-    from lit_modules.gn_theory import theory_constants
+    from nets.gauss_newton.theory import theory_constants
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(30, 3, generator=gen, dtype=torch.float64), torch.randn(30, generator=gen, dtype=torch.float64)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from lit_modules.gn_solver import (Damping, DenseJacobian, FuncJacobian, MarquardtSchedule, SingularSystemError,
+from nets.gauss_newton.solver import (Damping, DenseJacobian, FuncJacobian, MarquardtSchedule, SingularSystemError,
                                    gn_direction, lm_step)
 from nets import TwoLayerTanh
 
@@ -205,7 +205,7 @@ def test_damped_float32_system_is_never_called_singular(method: str) -> None:
 
 
 def test_per_sample_jacobian_matches_jacrev_and_drives_lm_step() -> None:
-    from lit_modules.gn_solver import per_sample_jacobian
+    from nets.gauss_newton.solver import per_sample_jacobian
 
     net, x, theta = mlp_fn()
     fn = flat_call(net, x)
