@@ -78,7 +78,7 @@ NO_WEIGHTS = ['--model.net={"class_path": "tests.test_mapping_finetune.TinyResNe
 MODULES = {"configs/default.yaml": [], "configs/mapping/cnn2_slvt_fmnist_1024.yaml": [],
            "configs/baseline/cnn3_cityscapes.yaml": [], "configs/mapping/cnn3_slvt_cityscapes_8192.yaml": [],
            "configs/baseline/cnn2_celebdf.yaml": [], "configs/mapping/cnn2_lwt_celebdf_1872.yaml": [],
-           "configs/gauss_newton/gn_alpha8.yaml": [], "configs/gauss_newton/lm_cnn2_fmnist.yaml": [],
+           "configs/gauss_newton/two_layer_california.yaml": [], "configs/gauss_newton/lm_cnn2_fmnist.yaml": [],
            "configs/gan/synthetic_gaussian_k2.yaml": [], "configs/gan/mlp_mnist_k64.yaml": ["--trainer.callbacks=[]"],
            "configs/neuron_pursuit/gaussian.yaml": [], "configs/neuron_pursuit/saddle_x2.yaml": [],
            "configs/resnet_width/resnet_sphere.yaml": [], "configs/baseline/resnet50_layer4fc_celebdf.yaml": NO_WEIGHTS,

@@ -100,7 +100,7 @@ BAD_CSVS = {  # case -> (how to spoil a good CSV, the words the one error line m
                        ["lacks columns Population"]),
     "header only": (lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"), ["a header but no data rows"]),
     "semicolons": (lambda p: p.write_text(p.read_text().replace(",", ";")), ["line 1", "separated by commas"]),
-    "too few rows": (lambda p: None, ["121 rows cannot give n_train=256 + n_test=256"]),
+    "too few rows": (lambda p: None, ["has 121 rows, fewer than n_train=256 + n_val=0 + n_test=256"]),
 }
 
 
@@ -111,13 +111,13 @@ def test_bad_csv_gives_one_line_naming_file_row_column(case: str, tmp_path: Path
     root = write_csv(tmp_path / "data", raw_table(121))
     spoil(root / "california_housing.csv")
     sizes = [] if case == "too few rows" else ["--data.n_train", "64", "--data.n_test", "32"]
-    code = run_train(["--config", "configs/gauss_newton/gn_alpha8.yaml", "--data.root", str(root), *sizes,
+    code = run_train(["--config", "configs/gauss_newton/two_layer_california.yaml", "--data.root", str(root), *sizes,
                       "--trainer.max_steps", "2"], tmp_path / "runs")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("error: "), err
     assert all(w in err[0] for w in words), err[0]
     assert "california_housing.csv" in err[0] or case == "too few rows"
-    assert not (tmp_path / "runs" / "gn_alpha8").exists() or not any((tmp_path / "runs" / "gn_alpha8").iterdir())
+    assert not (tmp_path / "runs" / "two_layer_california").exists() or not any((tmp_path / "runs" / "two_layer_california").iterdir())
 
 
 # ---------------------------------------------------------------------------------------------- step maths
@@ -220,7 +220,7 @@ def test_bad_config_exits_with_one_line(tmp_path: Path, housing: Path, bad: list
 
 
 def test_theory_constants_match_direct_computations() -> None:
-    from lit_modules.gn_theory import theory_constants
+    from nets.gauss_newton.theory import theory_constants
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(30, 3, generator=gen, dtype=torch.float64), torch.randn(30, generator=gen, dtype=torch.float64)

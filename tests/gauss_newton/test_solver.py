@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from lit_modules.gn_solver import (Damping, DenseJacobian, FuncJacobian, MarquardtSchedule, SingularSystemError,
+from nets.gauss_newton.solver import (Damping, DenseJacobian, FuncJacobian, MarquardtSchedule, SingularSystemError,
                                    gn_direction, lm_step)
 from nets import TwoLayerTanh
 
@@ -174,7 +174,7 @@ def test_marquardt_rejects_a_step_that_raises_the_loss_and_retries_with_more_dam
 
 def test_square_root_trick_gives_the_cross_entropy_ggn_step() -> None:
     """J~ = A^T J and u with A u = dCE/dlogits reproduce (J^T H J / B + lam I)^-1 J^T (p - e_y) / B."""
-    from lit_modules.gauss_newton_minibatch import softmax_sqrt_factor
+    from nets.gauss_newton.solver import softmax_sqrt_factor
 
     net, x, theta = mlp_fn()  # 7 samples, 2 classes
     y = torch.tensor([0, 1, 1, 0, 1, 0, 0])
@@ -205,7 +205,7 @@ def test_damped_float32_system_is_never_called_singular(method: str) -> None:
 
 
 def test_per_sample_jacobian_matches_jacrev_and_drives_lm_step() -> None:
-    from lit_modules.gn_solver import per_sample_jacobian
+    from nets.gauss_newton.solver import per_sample_jacobian
 
     net, x, theta = mlp_fn()
     fn = flat_call(net, x)

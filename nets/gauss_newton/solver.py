@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Method = Literal["primal", "dual", "lstsq", "cg", "cg_dual"]
@@ -108,6 +109,17 @@ def per_sample_jacobian(fn: Callable[[Tensor, Tensor], Tensor], theta: Tensor, i
     of jacrev, O(n p) work instead of the O(n^2 p) of differentiating the batched function row by row."""
     J = torch.func.vmap(torch.func.jacrev(fn), in_dims=(None, 0))(theta.detach(), inputs)
     return DenseJacobian(J.reshape(-1, theta.numel()))
+
+
+def softmax_sqrt_factor(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The square-root trick for cross-entropy, which is not a sum of squares: per sample,
+    A = diag(sqrt p) - p sqrt(p)^T (B, C, C) satisfies A A^T = diag p - p p^T (the softmax Hessian), and
+    u = sqrt p - e_y / sqrt(p_y) (B, C) satisfies A u = p - e_y = dCE/dlogits; so the GGN is J~^T J~ with J~ = A^T J."""
+    p = logits.softmax(-1)
+    sq = p.sqrt()
+    A = torch.diag_embed(sq) - p.unsqueeze(2) * sq.unsqueeze(1)
+    u = sq - F.one_hot(targets, p.shape[1]).to(p.dtype) / sq.gather(1, targets[:, None]).clamp_min(1e-12)
+    return A, u
 
 
 # ---------------------------------------------------------------------------------------------- damping
