@@ -1,5 +1,6 @@
 """Mapping Networks: projections, generated parameters, loss terms and counts against independent computations."""
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def test_allocation_sums_exactly_and_respects_sizes(total: int, sizes: list[int]
 
 @pytest.mark.parametrize("net,strategy,dim", [(CNN2(), "lwt", 1872), (CNN1(), "lwt", 4078), (CNN2(), "slvt", 1024)])
 def test_trainable_params_is_the_latent_length(net, strategy: str, dim: int) -> None:
-    module = MappingNetModule(net, strategy=strategy, latent_dim=dim, lambda_scheme="trainable")
+    module = MappingNetModule(net, partial(LatentMapping, strategy=strategy, latent_dim=dim), lambda_scheme="trainable")
     counts = module.parameter_counts()
     assert counts["trainable_params"] == dim == sum(z.numel() for z in module.mapping.latents)
     assert sum(p.numel() for p in module.parameters() if p.requires_grad) == dim + 3  # + the 3 lambdas
@@ -112,9 +113,9 @@ def test_generated_parameters_match_an_explicit_matrix() -> None:
 def test_only_latents_get_gradients_and_batchnorm_stats_update_once() -> None:
     torch.manual_seed(0)
     net = small_bn_net()
-    module = MappingNetModule(net, strategy="lwt", latent_dim=20, lambda_stab=1.0, lambda_smooth=0.1,
-                              lambda_align=0.1, lambda_scheme="uncertainty", stab_samples=4, latent_init_std=0.1,
-                              num_classes=3)
+    module = MappingNetModule(net, partial(LatentMapping, strategy="lwt", latent_dim=20, latent_init_std=0.1),
+                              lambda_stab=1.0, lambda_smooth=0.1, lambda_align=0.1, lambda_scheme="uncertainty",
+                              stab_samples=4, num_classes=3)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
     reference = copy.deepcopy(net)
     with torch.no_grad():

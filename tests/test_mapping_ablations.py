@@ -1,6 +1,7 @@
 """Mapping Networks ablations (Tables 8-9): exact counts of every shipped row, the math of each variant against
 independent computations, training and resuming end to end, and clear errors."""
 import copy
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,9 @@ def config_module(name: str) -> MappingNetModule:
     """The MappingNetModule a shipped config builds (optimizer and scheduler left at their defaults)."""
     args = dict(yaml.safe_load((ROOT / "configs" / "mapping" / f"{name}.yaml").read_text())["model"]["init_args"])
     net = CNN2(**args.pop("net")["init_args"])
+    mapping = partial(LatentMapping, **args.pop("mapping")["init_args"])
     args.pop("optimizer"), args.pop("lr_scheduler")
-    return MappingNetModule(net, **args)
+    return MappingNetModule(net, mapping, **args)
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
@@ -168,9 +170,9 @@ def test_smoothness_closed_form_matches_jacrev_for_ablations(kwargs: dict) -> No
 def test_full_dnn_trains_only_the_mapper_from_the_initial_net() -> None:
     torch.manual_seed(0)
     net = tiny_net()
-    module = MappingNetModule(net, latent_dim=7, projector="trainable", mapper_hidden=5, mapper_bias=True,
-                              train_latent=False, latent_init_std=1.0, alpha=0.0, lambda_smooth=0.0,
-                              lambda_align=0.0, num_classes=4, stab_samples=2)
+    mapping = partial(LatentMapping, latent_dim=7, projector="trainable", mapper_hidden=5, mapper_bias=True,
+                      train_latent=False, latent_init_std=1.0, alpha=0.0)
+    module = MappingNetModule(net, mapping, lambda_smooth=0.0, lambda_align=0.0, num_classes=4, stab_samples=2)
     assert module.parameter_counts()["trainable_params"] == 7 * 5 + 5 + 5 * 466 + 466  # tiny_net has 466 params
     generated = module.generated()[0]
     assert all(torch.equal(generated[k], v) for k, v in net.named_parameters())  # zero output layer
@@ -187,7 +189,8 @@ def test_full_dnn_trains_only_the_mapper_from_the_initial_net() -> None:
     (lambda: LatentMapping(CNN2(), latent_dim=8, modulation="quadratic"), "modulation"),
     (lambda: LatentMapping(CNN2(), latent_dim=8, mapper_hidden=4), "need projector trainable"),
     (lambda: TrainableProjector(10, 20, 0), "exceeds"),
-    (lambda: MappingNetModule(CNN2(), latent_dim=8, projector="trainable", mapper_hidden=4), "closed form"),
+    (lambda: MappingNetModule(CNN2(), partial(LatentMapping, latent_dim=8, projector="trainable", mapper_hidden=4)),
+     "closed form"),
 ])
 def test_bad_ablation_inputs_raise_value_error(make, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -200,12 +203,12 @@ def slice_args(config: str) -> list[str]:
             "--trainer.limit_test_batches", "1", "--trainer.log_every_n_steps", "1"]
 
 
-SMALL = ["--model.latent_dim", "64"]  # shipped latent sizes are counted above; small ones train fast
+SMALL = ["--model.mapping.latent_dim", "64"]  # shipped latent sizes are counted above; small ones train fast
 VARIANTS = [("mapping/cnn2_fulldnn_fmnist_307", []), ("mapping/cnn2_wm_fmnist_1024", SMALL),
             ("mapping/cnn2_wmap_fmnist_2048", SMALL), ("mapping/cnn2_lvfulldnn_fmnist_5", []),
             ("mapping/cnn2_lrd_fmnist_1456", SMALL), ("mapping/cnn2_lrd_lwt_fmnist_2688", SMALL),
-            ("mapping/cnn2_prune_fmnist_2048", [*SMALL, "--model.prune_start_step", "2"]),
-            ("mapping/cnn2_prune_lwt_fmnist_2688", [*SMALL, "--model.prune_start_step", "2"]),
+            ("mapping/cnn2_prune_fmnist_2048", [*SMALL, "--model.mapping.prune_start_step", "2"]),
+            ("mapping/cnn2_prune_lwt_fmnist_2688", [*SMALL, "--model.mapping.prune_start_step", "2"]),
             ("baseline/cnn2_lrd_fmnist", []),
             ("baseline/cnn2_prune_fmnist", ["--model.net.init_args.start_step", "2"])]
 
@@ -228,15 +231,15 @@ def test_every_variant_trains_end_to_end(tmp_path: Path, config: str, extra: lis
 @pytest.mark.slow
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_every_shipped_row_trains_end_to_end(tmp_path: Path, row: str) -> None:
-    extra = ["--model.prune_start_step", "2"] if "prune" in row else []
+    extra = ["--model.mapping.prune_start_step", "2"] if "prune" in row else []
     results = train_a_few_steps(tmp_path, f"mapping/{row.format('fmnist')}", extra)
     assert (results["trainable_params"], results["inference_params"]) == (ROWS[row][0], ROWS[row][2])
 
 
 def test_trainable_mapper_with_pruning_resumes_to_the_same_trajectory(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    base = [*slice_args("configs/mapping/cnn2_lvfulldnn_fmnist_5.yaml"), "--model.prune_amount", "0.9",
-            "--model.prune_start_step", "2", "--trainer.max_epochs", "2"]
+    base = [*slice_args("configs/mapping/cnn2_lvfulldnn_fmnist_5.yaml"), "--model.mapping.prune_amount", "0.9",
+            "--model.mapping.prune_start_step", "2", "--trainer.max_epochs", "2"]
     assert run_train([*base, "--name", "full"], tmp_path) == 0
     assert run_train([*base, "--name", "cut", "--trainer.max_steps", "6"], tmp_path) == 0  # mid epoch 2
     state = torch.load(run_dir(tmp_path, "cut") / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -247,5 +250,5 @@ def test_trainable_mapper_with_pruning_resumes_to_the_same_trajectory(tmp_path: 
     assert full["test/acc"] == read_results(run_dir(tmp_path, "cut"))["test/acc"]
     assert (full["trainable_params"], full["inference_params"]) == (543_095, 10_862)
     capsys.readouterr()
-    assert run_train([*base, "--name", "cut", "--ckpt_path", "last", "--model.latent_dim", "6"], tmp_path) == 1
+    assert run_train([*base, "--name", "cut", "--ckpt_path", "last", "--model.mapping.latent_dim", "6"], tmp_path) == 1
     assert "latent length" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -104,7 +105,8 @@ def test_only_the_latent_trains_and_frozen_weights_stay() -> None:
     torch.manual_seed(2)
     net = TinyResNet()
     pre = {k: v.clone() for k, v in net.state_dict().items()}
-    module = MappingFineTuneModule(net, layers="layer4+fc", tie=3, latent_dim=16, batchnorm="eval")
+    module = MappingFineTuneModule(net, partial(ModulationMapping, layers="layer4+fc", tie=3, latent_dim=16),
+                                   batchnorm="eval")
     trainable = [(n, p.numel()) for n, p in module.named_parameters() if p.requires_grad]
     assert trainable == [("mapping.latents.0", 16)] and module.parameter_counts()["trainable_params"] == 16
     optimizer = module.configure_optimizers()
@@ -214,7 +216,9 @@ def write_config(path: Path, videos: dict[str, Path], cache: Path, mapping: bool
     init = {"net": {"class_path": "tests.test_mapping_finetune.TinyResNet",
                     "init_args": {"weights_path": str(videos["weights"])}}, "num_classes": 2, **model}
     if mapping:
-        init = {"layers": "all", "tie": 3, "latent_dim": 16, "alpha": 0.01, "stab_samples": 2, **init}
+        settings = {"layers": "all", "tie": 3, "latent_dim": 16, "alpha": 0.01}
+        init = {"mapping": {"class_path": "nets.mapping.ModulationMapping", "init_args": settings}, "stab_samples": 2,
+                **init}
     config = {"seed_everything": 0,
               "model": {"class_path": "lit_modules." + ("DeepfakeMappingFineTuneModule" if mapping
                                                         else "DeepfakeFineTuneModule"), "init_args": init},
@@ -248,7 +252,8 @@ def test_resume_reproduces_the_uninterrupted_run(videos: dict[str, Path], tmp_pa
     assert read_metrics(run_dir(tmp_path, "cut")) == read_metrics(run_dir(tmp_path, "full"))
     full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
     assert cut["test/acc"] == full["test/acc"] and cut["global_step"] == full["global_step"] == 6
-    other = ["--config", str(config), "--model.init_args.tie", "2", "--name", "cut", "--ckpt_path", "last"]
+    other = ["--config", str(config), "--model.init_args.mapping.init_args.tie", "2", "--name", "cut", "--ckpt_path",
+             "last"]
     assert run_train(other, tmp_path) == 1  # another L: refused
 
 
@@ -256,7 +261,7 @@ def test_bad_config_values_are_one_line_errors(videos: dict[str, Path], tmp_path
                                                capsys: pytest.CaptureFixture) -> None:
     config = write_config(tmp_path / "ft.yaml", videos, tmp_path / "cache")
     for flag, value, message in (("layers", "layer3", "layers must be one of"), ("tie", "0", "tie")):
-        assert run_train(["--config", str(config), f"--model.init_args.{flag}", value], tmp_path) == 1
+        assert run_train(["--config", str(config), f"--model.init_args.mapping.init_args.{flag}", value], tmp_path) == 1
         assert message in capsys.readouterr().err
     missing = ["--config", "configs/mapping/resnet50_finetune_celebdf_all_L1.yaml", "--model.init_args.net.init_args"
                ".weights_path", str(tmp_path / "absent.pth")]
@@ -270,12 +275,12 @@ def test_table_10_and_12_configs_exist() -> None:
             assert (ROOT / f"configs/baseline/resnet50_{layers}_{ds}.yaml").is_file()
             for tie in (1, 250, 25000):
                 config = yaml.safe_load((ROOT / f"configs/mapping/resnet50_finetune_{ds}_{layers}_L{tie}.yaml")
-                                        .read_text())["model"]["init_args"]
+                                        .read_text())["model"]["init_args"]["mapping"]["init_args"]
                 assert (config["tie"], config["latent_dim"]) == (tie, 2048 if layers == "all" else 1024)
         assert (ROOT / f"configs/baseline/resnet18_{ds}.yaml").is_file()
         for k in (15, 20):
             config = yaml.safe_load((ROOT / f"configs/mapping/resnet18_lwt_{ds}_{k}k.yaml").read_text())
-            assert config["model"]["init_args"]["latent_dim"] == 1000 * k
+            assert config["model"]["init_args"]["mapping"]["init_args"]["latent_dim"] == 1000 * k
 
 
 # ---------------------------------------------------------------------- ResNet-50, L = 1 on all weights, on CPU

@@ -2,6 +2,7 @@
 CSV and the multi-site PRSA folder), the LSTM counts, and the mapping LSTM through train.py (counts, resume
 parity)."""
 import csv
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 import nets
 from datamodules import DataError, TimeSeriesCSVDataModule
 from lit_modules import MappingNetModule
+from nets.mapping import LatentMapping
 from scripts.make_airpollution_csv import write_airpollution_csv, write_multisite_folder
 from tests.conftest import ROOT, read_metrics, read_results, run_dir, run_train
 
@@ -147,10 +149,11 @@ def test_every_table7_row_has_a_config() -> None:
 @pytest.mark.parametrize("config", MAPPING_CONFIGS, ids=lambda p: p.stem)
 def test_each_mapping_config_trains_exactly_d_latents(config: Path) -> None:
     args = yaml.safe_load(config.read_text())["model"]["init_args"]
-    d = args["latent_dim"]
+    mapping = args["mapping"]["init_args"]
+    d = mapping["latent_dim"]
     assert config.stem.endswith(f"_{d}") and args["task"] == "regression"
-    lit = MappingNetModule(nets.LSTMRegressor(**args["net"]["init_args"]), strategy=args["strategy"], latent_dim=d,
-                           task="regression")
+    lit = MappingNetModule(nets.LSTMRegressor(**args["net"]["init_args"]),
+                           partial(LatentMapping, strategy=mapping["strategy"], latent_dim=d), task="regression")
     assert sum(p.numel() for p in lit.parameters() if p.requires_grad) == d
     assert lit.parameter_counts()["trainable_params"] == d and lit.parameter_counts()["total_params"] == 12_961
 

@@ -1,4 +1,5 @@
 """Table 11: CIFAR ResNet-18 with layer-wise training: exact latent budgets per config, and a CPU smoke run."""
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,7 @@ import yaml
 
 import nets
 from lit_modules import MappingNetModule
-from nets.mapping import allocate, layer_groups
+from nets.mapping import LatentMapping, allocate, layer_groups
 from tests.conftest import ROOT, read_results, run_dir, run_train
 from tests.data_fixtures import write_cifar
 
@@ -20,9 +21,10 @@ def test_every_table11_cell_has_a_config() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_group_latents_sum_to_the_budget(config: Path) -> None:
-    args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    model = yaml.safe_load(config.read_text())["model"]["init_args"]
+    net, args = model["net"], model["mapping"]["init_args"]
     budget = int(config.stem.split("_")[-1][:-1]) * 1000
-    net = nets.CifarResNet18(**args["net"]["init_args"])
+    net = nets.CifarResNet18(**net["init_args"])
     groups = layer_groups(net)
     params = dict(net.named_parameters())
     sizes = [sum(params[n].numel() for n in g) for g in groups]
@@ -33,7 +35,8 @@ def test_group_latents_sum_to_the_budget(config: Path) -> None:
 
 def test_trainable_count_is_the_budget() -> None:
     """The latents are the only trainable tensors (one module: building the projectors of 11M targets takes ~5 s)."""
-    lit = MappingNetModule(nets.CifarResNet18(num_classes=100), strategy="lwt", latent_dim=20_000, num_classes=100)
+    lit = MappingNetModule(nets.CifarResNet18(num_classes=100), partial(LatentMapping, strategy="lwt", latent_dim=20_000),
+                           num_classes=100)
     assert sum(p.numel() for p in lit.parameters() if p.requires_grad) == 20_000 == sum(lit.mapping.dims)
     counts = lit.parameter_counts()
     assert counts["trainable_params"] == 20_000 and counts["total_params"] == 11_220_132

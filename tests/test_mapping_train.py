@@ -7,7 +7,7 @@ import torch
 from tests.conftest import FMNIST_SLICE, read_metrics, read_results, run_dir, run_train
 
 BASE = ["--config", "configs/mapping/cnn2_slvt_fmnist_2048.yaml", "--data.root", str(FMNIST_SLICE),
-        "--model.latent_dim", "256", "--data.max_train_samples", "400", "--data.batch_size", "40",
+        "--model.mapping.latent_dim", "256", "--data.max_train_samples", "400", "--data.batch_size", "40",
         "--data.val_fraction", "0.05", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
         "--trainer.limit_test_batches", "5"]
 
@@ -27,9 +27,9 @@ def test_resume_reproduces_the_uninterrupted_run_and_counts_latents(tmp_path: Pa
         read_metrics(run_dir(tmp_path, "full"))[0])
 
 
-@pytest.mark.parametrize("change,message", [(["--model.latent_dim", "128"], "latent length"),
+@pytest.mark.parametrize("change,message", [(["--model.mapping.latent_dim", "128"], "latent length"),
                                             (["--model.net", "nets.CNN1"], "target net is CNN1"),
-                                            (["--model.mapping_seed", "7"], "mapping_seed 0")])
+                                            (["--model.mapping.seed", "7"], "mapping seed 0")])
 def test_mismatched_checkpoint_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture, change: list[str],
                                              message: str) -> None:
     assert run_train([*BASE, "--name", "m", "--trainer.max_steps", "2"], tmp_path) == 0
@@ -43,7 +43,7 @@ def test_regression_with_one_output_per_sample_trains(tmp_path: Path) -> None:
     # a net returning (B,) against (B,) targets: the stability term and the train metrics must not broadcast
     args = ["--model", "lit_modules.MappingNetModule", "--model.net", "nets.TwoLayerTanh",
             "--model.net.init_args.in_features", "8", "--model.net.init_args.width", "16", "--model.task", "regression",
-            "--model.latent_dim", "8", "--data", "datamodules.SyntheticRegressionDataModule",
+            "--model.mapping.latent_dim", "8", "--data", "datamodules.SyntheticRegressionDataModule",
             "--data.steps_per_epoch", "3", "--trainer.max_epochs", "1", "--name", "reg"]
     assert run_train(args, tmp_path) == 0
     results = read_results(run_dir(tmp_path, "reg"))

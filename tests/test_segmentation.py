@@ -149,7 +149,7 @@ def test_wandb_gets_masks_every_n_validation_epochs(cityscapes: Path, tmp_path: 
 
 @pytest.mark.parametrize("config,dims,extra", [
     pytest.param("cnn3_slvt_cityscapes_8192", 8192, [], marks=pytest.mark.slow),  # ~20 s building the projector
-    ("cnn3_slvt_cityscapes_8192", 1024, ["--model.latent_dim", "1024"]),
+    ("cnn3_slvt_cityscapes_8192", 1024, ["--model.mapping.latent_dim", "1024"]),
     ("cnn3_lwt_cityscapes_9126", 9126, [])])
 def test_mapping_configs_train_one_step_through_the_structured_projector(cityscapes: Path, tmp_path: Path,
                                                                         config: str, dims: int,
@@ -168,7 +168,7 @@ def test_mapping_configs_train_one_step_through_the_structured_projector(citysca
 
 def test_mapping_segmentation_resume_mid_epoch_reproduces_the_run(cityscapes: Path, tmp_path: Path) -> None:
     base = ["--config", "configs/mapping/cnn3_lwt_cityscapes_9126.yaml", "--data.root", str(cityscapes), *SMALL,
-            "--model.latent_dim", "512", "--data.batch_size", "2", "--trainer.max_epochs", "2"]
+            "--model.mapping.latent_dim", "512", "--data.batch_size", "2", "--trainer.max_epochs", "2"]
     assert run_train([*base, "--name", "full"], tmp_path) == 0
     assert run_train([*base, "--name", "cut", "--trainer.max_steps", "3"], tmp_path) == 0
     assert run_train([*base, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0

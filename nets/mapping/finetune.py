@@ -17,6 +17,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from nets.mapping.base import ParameterMapping
 from nets.mapping.projectors import DenseProjector, ProjectorKind, make_projector
 
 LayerSet = Literal["all", "layer4+fc"]
@@ -77,8 +78,8 @@ class RowOrthonormal(nn.Module):
         return self.inner.memory_bytes()
 
 
-class ModulationMapping(nn.Module):
-    """Latent z -> modulated copies of ``net``'s W_f tensors (Eq. 25); the interface of :class:`LatentMapping`.
+class ModulationMapping(ParameterMapping):
+    """Latent z -> modulated copies of ``net``'s W_f tensors (Eq. 25): one group, one latent.
 
     Args:
         net: the pretrained net; only its parameter names and shapes are read here.
@@ -94,7 +95,9 @@ class ModulationMapping(nn.Module):
         seed: seed of the fixed projection.
     """
 
-    def __init__(self, net: nn.Module, layers: LayerSet = "all", tie: int = 1, latent_dim: int = 2048,
+    # layers is typed str, not LayerSet, so a bad value in a config reaches check_layer_set's message (jsonargparse's
+    # own message for a Literal does not name the allowed values)
+    def __init__(self, net: nn.Module, layers: str = "all", tie: int = 1, latent_dim: int = 2048,
                  projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0, alpha: float = 1e-2,
                  mapper_alpha: float = 1e-5, normalize: bool = True, latent_init_std: float = 0.0,
                  seed: int = 0) -> None:
@@ -108,6 +111,8 @@ class ModulationMapping(nn.Module):
         params = dict(net.named_parameters())
         self.layers, self.tie, self.seed = layers, tie, seed
         self.names = finetuned_names(net, layers)
+        self.groups = [self.names]
+        self.mask = None  # no pruning of modulated weights
         self.shapes = [tuple(params[n].shape) for n in self.names]
         self.numels = [params[n].numel() for n in self.names]
         self.size = sum(self.numels)
@@ -133,23 +138,17 @@ class ModulationMapping(nn.Module):
     def projector(self) -> nn.Module:
         return self.projectors[0]
 
-    mask = None  # no pruning of modulated weights (asked for by MappingNetModule's step)
-
-    def latent_count(self) -> int:
-        return self.dims[0]
-
-    def trainable_count(self) -> int:
-        return self.dims[0]
-
     def inference_count(self) -> int:
         return self.size
+
+    def summary(self) -> str:
+        return (f"fine-tune layers {self.layers}, {self.size:,} weights, L = {self.tie} -> {self.elements:,} "
+                f"elements from d = {self.dims[0]}; projector {self.projector.kind}, "
+                f"{self.memory_bytes() / 2**20:.1f} MB")
 
     def shift(self, g: int, z: Tensor) -> Tensor:
         """Eq. 20's uniform shift of every element: alpha_m ||z||^2."""
         return self.alphas[g] * z.square().sum()
-
-    def memory_bytes(self) -> int:
-        return self.projector.memory_bytes()
 
     def describe(self) -> dict:
         return {"groups": [{"names": self.names, "size": self.elements, "latent_dim": self.dims[0],

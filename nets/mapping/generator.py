@@ -17,6 +17,7 @@ from typing import Literal, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from nets.mapping.base import ParameterMapping
 from nets.mapping.groups import Allocation, allocate, layer_groups
 from nets.mapping.projectors import ProjectorKind, make_projector
 from nets.mapping.prune import MagnitudeMask, Schedule
@@ -26,7 +27,7 @@ Activation = Literal["identity", "tanh"]
 Modulation = Literal["latent", "separate"]
 
 
-class LatentMapping(nn.Module):
+class LatentMapping(ParameterMapping):
     """Latents + fixed projections for ``net``'s named parameters; ``forward(base)`` returns the tensors.
 
     Args:
@@ -81,7 +82,8 @@ class LatentMapping(nn.Module):
         if len(alphas) != len(self.groups):
             raise ValueError(f"alpha has {len(alphas)} values but there are {len(self.groups)} groups")
         self.alphas, self.activation, self.use_bias, self.seed = [float(a) for a in alphas], activation, bias == "init", seed
-        self.sizes, self.dims = sizes, dims
+        self.strategy, self.sizes, self.dims = strategy, sizes, dims
+        self.closed_form_terms = mapper_hidden == 0
         self.latents = nn.ParameterList(nn.Parameter(torch.randn(d) * latent_init_std, requires_grad=train_latent)
                                         for d in dims)
         self.modulators = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims) \
@@ -128,13 +130,6 @@ class LatentMapping(nn.Module):
             return torch.ones(len(tensors))
         return stds / torch.sqrt((stds.square() * counts).sum() / counts.sum())
 
-    def latent_count(self) -> int:
-        return sum(self.dims)
-
-    def trainable_count(self) -> int:
-        """Entries trained: latents (unless fixed), modulation vectors and a trainable mapper's weights."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
     def inference_count(self) -> int:
         """Generated entries the target uses: all of them, or those the pruning mask keeps."""
         return sum(self.sizes) if self.mask is None else self.mask.kept()
@@ -154,8 +149,9 @@ class LatentMapping(nn.Module):
         proj = self.projectors[g]
         return proj.row_sq_norms() if proj.kind == "trainable" else getattr(self, f"row_sq_norms_{g}")
 
-    def memory_bytes(self) -> int:
-        return sum(p.memory_bytes() for p in self.projectors)
+    def summary(self) -> str:
+        return (f"{self.strategy} latents {self.dims} (sum {self.latent_count()}) over groups of {self.sizes}; "
+                f"projectors {[p.kind for p in self.projectors]}, {self.memory_bytes() / 2**20:.1f} MB")
 
     def describe(self) -> dict:
         return {"groups": [{"names": names, "size": p.out_features, "latent_dim": p.in_features,
