@@ -1,4 +1,9 @@
-"""Mapping Networks (Sen & Mukherjee, CVPR 2026): train only latents that generate a target net's parameters."""
+"""Mapping Networks (Sen & Mukherjee, CVPR 2026): train only latents that generate a target net's parameters.
+
+The method's LightningModules: :class:`MappingNetModule` (Tables 4, 7-9, 11), its deepfake (Table 5, 12) and
+segmentation (Table 6) variants, and fine-tuning by modulation (Eq. 25, Table 10). The mappings, projections and
+loss-term maths are in :mod:`nets.mapping`.
+"""
 import copy
 from typing import Any, Callable, Literal, Optional
 
@@ -8,9 +13,13 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_modules.deepfake import DetectionMetrics
+from lit_modules.finetune import FrozenNorms
+from lit_modules.segmentation import SegmentationTask
 from lit_modules.supervised import SupervisedModule
-from nets.mapping import LatentMapping
+from nets.mapping import LatentMapping, ModulationMapping
 from nets.mapping.base import ParameterMapping
+from nets.mapping.finetune import frozen_norm_layers
 from nets.mapping.loss_weights import LossWeights, Scheme
 
 # a mapping class with its settings, called with the target net: in a config, class_path + init_args
@@ -171,3 +180,44 @@ class MappingNetModule(SupervisedModule):
         for key in sorted(ours.keys() - {"target", "groups", "seed"}):
             if saved.get(key) != ours[key]:
                 raise ValueError(f"checkpoint's mapping has {key} {saved.get(key)!r}, this run's has {ours[key]!r}")
+
+
+class DeepfakeMappingNetModule(DetectionMetrics, MappingNetModule):
+    """:class:`MappingNetModule` (same arguments) with AUROC and F1; the Ours* / Ours-dagger rows of Table 5."""
+
+
+class MappingSegmentationModule(SegmentationTask, MappingNetModule):
+    """A :class:`MappingNetModule` (all of its arguments) trained and evaluated as segmentation (Table 6)."""
+
+    def __init__(self, *args: Any, ignore_index: int = 255, log_images_every_n_epochs: int = 5,
+                 num_logged_images: int = 4, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setup_segmentation(self.hparams.num_classes, ignore_index, log_images_every_n_epochs, num_logged_images)
+
+
+class MappingFineTuneModule(FrozenNorms, MappingNetModule):
+    """Eq. 25: theta = theta_pre + alpha * repeat_interleave(o, L) over the layer set, o = g(z), one trainable
+    latent z (the paper's Ours*). ``mapping`` is a :class:`nets.mapping.finetune.ModulationMapping` (its ``layers``
+    also choose which BatchNorms ``batchnorm: train`` leaves in training mode; ``tie`` is L); the Mapping Loss and
+    its flags are :class:`MappingNetModule`'s: the stability term runs a second forward pass on ``stab_samples``
+    samples, smoothness (closed form) and alignment cost O(P / L).
+    """
+
+    # batchnorm is typed str, not Literal, so a bad value reaches our ValueError (jsonargparse's own message for a
+    # Literal does not name the allowed values)
+    def __init__(self, net: nn.Module, mapping: Callable[[nn.Module], ModulationMapping] = ModulationMapping,
+                 batchnorm: str = "eval", **kwargs: Any) -> None:
+        super().__init__(net, mapping, **kwargs)
+        self.frozen_norms = tuple(frozen_norm_layers(net, self.mapping.layers, batchnorm))
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {**super().parameter_counts(), "finetuned_params": self.mapping.size,
+                "modulation_elements": self.mapping.elements}
+
+    def results(self) -> dict[str, Any]:
+        return {**super().results(), "layers": self.mapping.layers, "tie": self.mapping.tie,
+                "finetuned_params": self.mapping.size, "modulation_elements": self.mapping.elements}
+
+
+class DeepfakeMappingFineTuneModule(DetectionMetrics, MappingFineTuneModule):
+    """:class:`MappingFineTuneModule` with AUROC and F1 (real 0 / fake 1): the Ours* rows of Table 10."""

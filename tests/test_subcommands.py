@@ -74,7 +74,7 @@ def test_load_from_checkpoint_needs_no_arguments(trained: Path) -> None:
 
 
 # no ImageNet ResNet-50 file in tests: the small torchvision-named ResNet of the fine-tuning tests, randomly drawn
-NO_WEIGHTS = ['--model.net={"class_path": "tests.test_mapping_finetune.TinyResNet", "init_args": {"weights_path": null}}']
+NO_WEIGHTS = ['--model.net={"class_path": "tests.mapping.test_finetune.TinyResNet", "init_args": {"weights_path": null}}']
 MODULES = {"configs/default.yaml": [], "configs/mapping/cnn2_slvt_fmnist_1024.yaml": [],
            "configs/baseline/cnn3_cityscapes.yaml": [], "configs/mapping/cnn3_slvt_cityscapes_8192.yaml": [],
            "configs/baseline/cnn2_celebdf.yaml": [], "configs/mapping/cnn2_lwt_celebdf_1872.yaml": [],

@@ -213,7 +213,7 @@ def test_frames_datamodule_leaves_out_undecodable_videos(videos: dict[str, Path]
 
 # ---------------------------------------------------------------------- train.py end to end
 def write_config(path: Path, videos: dict[str, Path], cache: Path, mapping: bool = True, **model: object) -> Path:
-    init = {"net": {"class_path": "tests.test_mapping_finetune.TinyResNet",
+    init = {"net": {"class_path": "tests.mapping.test_finetune.TinyResNet",
                     "init_args": {"weights_path": str(videos["weights"])}}, "num_classes": 2, **model}
     if mapping:
         settings = {"layers": "all", "tie": 3, "latent_dim": 16, "alpha": 0.01}
