@@ -17,8 +17,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 VARIANTS = {
     "plain CNN2": ["--config", "configs/baseline/cnn2_fmnist.yaml"],
-    "mapping SLVT 2048, full loss": ["--config", "configs/mapping/cnn2_slvt_fmnist_2048.yaml"],
-    "mapping SLVT 2048, task loss": ["--config", "configs/mapping/cnn2_slvt_fmnist_2048.yaml",
+    "mapping SLVT 2048, full loss": ["--config", "configs/mapping/cnn2_fmnist.yaml"],
+    "mapping SLVT 2048, task loss": ["--config", "configs/mapping/cnn2_fmnist.yaml",
                                      "--model.lambda_stab", "0", "--model.lambda_smooth", "0",
                                      "--model.lambda_align", "0"],
 }

@@ -1,4 +1,4 @@
-"""Mapping Networks ablations (Tables 8-9): exact counts of every shipped row, the math of each variant against
+"""Mapping Networks ablations (Tables 8-9): exact counts of every row of the grids, the math of each variant against
 independent computations, training and resuming end to end, and clear errors."""
 import copy
 from functools import partial
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from torch import nn
 from torch.func import functional_call, jacrev
 from torch.nn.utils import prune
@@ -15,10 +14,12 @@ from lit_modules import MappingNetModule
 from nets import CNN2
 from nets.cnn import LowRankLinear
 from nets.mapping import HadamardProjector, LatentMapping, MagnitudeMask, MagnitudePruned, TrainableProjector
-from tests.conftest import FMNIST_SLICE, ROOT, read_metrics, read_results, run_dir, run_train
+from tests.conftest import FMNIST_SLICE, read_metrics, read_results, run_dir, run_train
+from tests.mapping.grid_cells import build_model, cell_args, resolved_config
 
 P = 108_618
-# config -> (trainable_params, total generated params, inference_params once the pruning mask exists)
+# cell of configs/mapping/grids/table{8,9}_*.yaml -> (trainable_params, total generated params, inference_params
+# once the pruning mask exists)
 ROWS = {
     "cnn2_fulldnn_{}_307": (307 * 61 + 61 + 61 * P + P, P, P),  # = 6,753,104
     "cnn2_wm_{}_1024": (1024, P, P), "cnn2_wm_{}_2048": (2048, P, P),
@@ -29,15 +30,6 @@ ROWS = {
 }
 
 
-def config_module(name: str) -> MappingNetModule:
-    """The MappingNetModule a shipped config builds (optimizer and scheduler left at their defaults)."""
-    args = dict(yaml.safe_load((ROOT / "configs" / "mapping" / f"{name}.yaml").read_text())["model"]["init_args"])
-    net = CNN2(**args.pop("net")["init_args"])
-    mapping = partial(LatentMapping, **args.pop("mapping")["init_args"])
-    args.pop("optimizer"), args.pop("lr_scheduler")
-    return MappingNetModule(net, mapping, **args)
-
-
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_every_row_has_its_exact_count(row: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # counts do not depend on W's values: skip the row-cut correction (an eigendecomposition, seconds per group;
@@ -45,7 +37,7 @@ def test_every_row_has_its_exact_count(row: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(HadamardProjector, "_correction", lambda self: (1.0, torch.empty(0), torch.empty(0)))
     trainable, total, inference = ROWS[row]
     torch.manual_seed(0)
-    module = config_module(row.format("fmnist"))
+    module = build_model(resolved_config(cell_args(row.format("fmnist"))))
     counts = module.parameter_counts()
     assert (counts["trainable_params"], counts["total_params"]) == (trainable, total)
     assert counts["trainable_params"] == sum(p.numel() for n, p in module.named_parameters()
@@ -53,20 +45,21 @@ def test_every_row_has_its_exact_count(row: str, monkeypatch: pytest.MonkeyPatch
     if module.mapping.mask is not None:
         module.mapping(dict(module.net.named_parameters()), refresh_mask=True)
     assert module.parameter_counts()["inference_params"] == inference
-    mnist, fmnist = (yaml.safe_load((ROOT / "configs" / "mapping" / f"{row.format(ds)}.yaml").read_text())
-                     for ds in ("mnist", "fmnist"))
-    assert mnist["model"] == fmnist["model"] and mnist["data"]["class_path"].endswith("MNISTDataModule")
+    mnist, fmnist = (resolved_config(cell_args(row.format(ds))) for ds in ("mnist", "fmnist"))
+    assert mnist["model"] == fmnist["model"] and mnist["data"]["class_path"] == "datamodules.MNISTDataModule"
 
 
 def test_baseline_rows_count_35914_and_10862() -> None:
     assert sum(p.numel() for p in CNN2(fc1_rank=32).parameters()) == 35_914
-    assert sum(p.numel() for p in CNN2(fc1_rank=16).parameters()) == 21_066  # the text's rank 16 (spec 3)
+    assert sum(p.numel() for p in CNN2(fc1_rank=16).parameters()) == 21_066  # the rank 16 of the paper's text
     pruned = MagnitudePruned(CNN2(), amount=0.9)
     pruned.train()(torch.randn(2, 1, 28, 28))
     assert pruned.nonzero_params() == 10_862
     for ds in ("mnist", "fmnist"):
-        cfg = yaml.safe_load((ROOT / "configs" / "baseline" / f"cnn2_prune_{ds}.yaml").read_text())
+        cfg = resolved_config(cell_args(f"cnn2_prune_{ds}"))
         assert cfg["model"]["init_args"]["net"]["init_args"]["amount"] == 0.9
+        lrd = build_model(resolved_config(cell_args(f"cnn2_lrd_{ds}")))
+        assert sum(p.numel() for p in lrd.parameters() if p.requires_grad) == 35_914
 
 
 def test_mask_is_torch_global_magnitude_pruning_at_exactly_90_percent() -> None:
@@ -197,34 +190,31 @@ def test_bad_ablation_inputs_raise_value_error(make, message: str) -> None:
         make()
 
 
-def slice_args(config: str) -> list[str]:
-    return ["--config", config, "--data.root", str(FMNIST_SLICE), "--data.max_train_samples", "134",
+def slice_args(cell: str) -> list[str]:
+    return [*cell_args(cell), "--data.root", str(FMNIST_SLICE), "--data.max_train_samples", "134",
             "--data.batch_size", "40", "--data.val_fraction", "0.1", "--trainer.limit_val_batches", "1",
             "--trainer.limit_test_batches", "1", "--trainer.log_every_n_steps", "1"]
 
 
 SMALL = ["--model.mapping.latent_dim", "64"]  # shipped latent sizes are counted above; small ones train fast
-VARIANTS = [("mapping/cnn2_fulldnn_fmnist_307", []), ("mapping/cnn2_wm_fmnist_1024", SMALL),
-            ("mapping/cnn2_wmap_fmnist_2048", SMALL), ("mapping/cnn2_lvfulldnn_fmnist_5", []),
-            ("mapping/cnn2_lrd_fmnist_1456", SMALL), ("mapping/cnn2_lrd_lwt_fmnist_2688", SMALL),
-            ("mapping/cnn2_prune_fmnist_2048", [*SMALL, "--model.mapping.prune_start_step", "2"]),
-            ("mapping/cnn2_prune_lwt_fmnist_2688", [*SMALL, "--model.mapping.prune_start_step", "2"]),
-            ("baseline/cnn2_lrd_fmnist", []),
-            ("baseline/cnn2_prune_fmnist", ["--model.net.init_args.start_step", "2"])]
+VARIANTS = [("cnn2_fulldnn_fmnist_307", []), ("cnn2_wm_fmnist_1024", SMALL), ("cnn2_wmap_fmnist_2048", SMALL),
+            ("cnn2_lvfulldnn_fmnist_5", []), ("cnn2_lrd_fmnist_1456", SMALL), ("cnn2_lrd_lwt_fmnist_2688", SMALL),
+            ("cnn2_prune_fmnist_2048", [*SMALL, "--model.mapping.prune_start_step", "2"]),
+            ("cnn2_prune_lwt_fmnist_2688", [*SMALL, "--model.mapping.prune_start_step", "2"]),
+            ("cnn2_lrd_fmnist", []), ("cnn2_prune_fmnist", ["--model.net.init_args.start_step", "2"])]
 
 
-def train_a_few_steps(tmp_path: Path, config: str, extra: list[str]) -> dict:
-    assert run_train([*slice_args(f"configs/{config}.yaml"), "--trainer.max_steps", "4", "--name", "r", *extra],
-                     tmp_path) == 0
+def train_a_few_steps(tmp_path: Path, cell: str, extra: list[str]) -> dict:
+    assert run_train([*slice_args(cell), "--trainer.max_steps", "4", "--name", "r", *extra], tmp_path) == 0
     losses = [float(r["train/loss"]) for r in read_metrics(run_dir(tmp_path, "r")) if r.get("train/loss")]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     return read_results(run_dir(tmp_path, "r"))
 
 
-@pytest.mark.parametrize("config,extra", VARIANTS)
-def test_every_variant_trains_end_to_end(tmp_path: Path, config: str, extra: list[str]) -> None:
-    results = train_a_few_steps(tmp_path, config, extra)
-    if "prune" in config:
+@pytest.mark.parametrize("cell,extra", VARIANTS)
+def test_every_variant_trains_end_to_end(tmp_path: Path, cell: str, extra: list[str]) -> None:
+    results = train_a_few_steps(tmp_path, cell, extra)
+    if "prune" in cell:
         assert results["inference_params"] == 10_862 < results["total_params"]
 
 
@@ -232,13 +222,13 @@ def test_every_variant_trains_end_to_end(tmp_path: Path, config: str, extra: lis
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_every_shipped_row_trains_end_to_end(tmp_path: Path, row: str) -> None:
     extra = ["--model.mapping.prune_start_step", "2"] if "prune" in row else []
-    results = train_a_few_steps(tmp_path, f"mapping/{row.format('fmnist')}", extra)
+    results = train_a_few_steps(tmp_path, row.format("fmnist"), extra)
     assert (results["trainable_params"], results["inference_params"]) == (ROWS[row][0], ROWS[row][2])
 
 
 def test_trainable_mapper_with_pruning_resumes_to_the_same_trajectory(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    base = [*slice_args("configs/mapping/cnn2_lvfulldnn_fmnist_5.yaml"), "--model.mapping.prune_amount", "0.9",
+    base = [*slice_args("cnn2_lvfulldnn_fmnist_5"), "--model.mapping.prune_amount", "0.9",
             "--model.mapping.prune_start_step", "2", "--trainer.max_epochs", "2"]
     assert run_train([*base, "--name", "full"], tmp_path) == 0
     assert run_train([*base, "--name", "cut", "--trainer.max_steps", "6"], tmp_path) == 0  # mid epoch 2

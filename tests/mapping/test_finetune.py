@@ -17,6 +17,7 @@ from datamodules.deepfake_videos import decode_frames
 from lit_modules import FineTuneModule, MappingFineTuneModule
 from nets.mapping.finetune import ModulationMapping, finetuned_names
 from tests.conftest import ROOT, read_metrics, read_results, run_dir, run_train
+from tests.mapping.grid_cells import grid_cells, mapping_settings, resolved_config
 
 av = pytest.importorskip("av")
 from tests.test_deepfake import write_celebdf, write_ffpp  # noqa: E402  (needs PyAV)
@@ -263,24 +264,26 @@ def test_bad_config_values_are_one_line_errors(videos: dict[str, Path], tmp_path
     for flag, value, message in (("layers", "layer3", "layers must be one of"), ("tie", "0", "tie")):
         assert run_train(["--config", str(config), f"--model.init_args.mapping.init_args.{flag}", value], tmp_path) == 1
         assert message in capsys.readouterr().err
-    missing = ["--config", "configs/mapping/resnet50_finetune_celebdf_all_L1.yaml", "--model.init_args.net.init_args"
+    missing = ["--config", "configs/mapping/resnet50_finetune_celebdf.yaml", "--model.init_args.net.init_args"
                ".weights_path", str(tmp_path / "absent.pth")]
     assert run_train(missing, tmp_path) == 1
     assert f"ResNet-50 weights not found at {tmp_path / 'absent.pth'}" in capsys.readouterr().err
 
 
-def test_table_10_and_12_configs_exist() -> None:
+def test_every_table_10_and_12_row_is_a_cell() -> None:
+    table10, table12 = grid_cells("table10_finetune"), grid_cells("table12_resnet18_deepfake")
+    assert len(table10) == 16 and len(table12) == 6
     for ds in ("celebdf", "ffpp"):
         for layers in ("all", "layer4fc"):
-            assert (ROOT / f"configs/baseline/resnet50_{layers}_{ds}.yaml").is_file()
+            tuned = resolved_config(table10[f"resnet50_{layers}_{ds}"])["model"]["init_args"]["layers"]
+            assert tuned == {"all": "all", "layer4fc": "layer4+fc"}[layers]
             for tie in (1, 250, 25000):
-                config = yaml.safe_load((ROOT / f"configs/mapping/resnet50_finetune_{ds}_{layers}_L{tie}.yaml")
-                                        .read_text())["model"]["init_args"]["mapping"]["init_args"]
-                assert (config["tie"], config["latent_dim"]) == (tie, 2048 if layers == "all" else 1024)
-        assert (ROOT / f"configs/baseline/resnet18_{ds}.yaml").is_file()
+                config = mapping_settings(resolved_config(table10[f"resnet50_finetune_{ds}_{layers}_L{tie}"]))
+                assert (config["layers"], config["tie"], config["latent_dim"]) == (
+                    tuned, tie, 2048 if layers == "all" else 1024)
+        assert f"resnet18_{ds}" in table12
         for k in (15, 20):
-            config = yaml.safe_load((ROOT / f"configs/mapping/resnet18_lwt_{ds}_{k}k.yaml").read_text())
-            assert config["model"]["init_args"]["mapping"]["init_args"]["latent_dim"] == 1000 * k
+            assert mapping_settings(resolved_config(table12[f"resnet18_lwt_{ds}_{k}k"]))["latent_dim"] == 1000 * k
 
 
 # ---------------------------------------------------------------------- ResNet-50, L = 1 on all weights, on CPU

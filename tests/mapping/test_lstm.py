@@ -2,7 +2,6 @@
 CSV and the multi-site PRSA folder), the LSTM counts, and the mapping LSTM through train.py (counts, resume
 parity)."""
 import csv
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,11 @@ import yaml
 
 import nets
 from datamodules import DataError, TimeSeriesCSVDataModule
-from lit_modules import MappingNetModule
-from nets.mapping import LatentMapping
 from scripts.make_airpollution_csv import write_airpollution_csv, write_multisite_folder
 from tests.conftest import ROOT, read_metrics, read_results, run_dir, run_train
+from tests.mapping.grid_cells import build_model, grid_cells, mapping_settings, resolved_config
 
-MAPPING_CONFIGS = sorted((ROOT / "configs" / "mapping").glob("lstm_slvt_airpollution_*.yaml"))
+CELLS = {cell: args for cell, args in grid_cells("table7_lstm").items() if "_slvt_" in cell}
 
 
 @pytest.fixture(scope="module")
@@ -142,25 +140,24 @@ def test_lstm_counts() -> None:
     assert count(nets.LSTMRegressor(11, 32)) == 4 * 32 * (11 + 32) + 2 * 128 + 33 == 5_793  # the single-site CSV
 
 
-def test_every_table7_row_has_a_config() -> None:
-    assert sorted(int(c.stem.split("_")[-1]) for c in MAPPING_CONFIGS) == [64, 256, 512, 1024, 2048]
+def test_every_table7_row_is_a_cell() -> None:
+    assert sorted(int(cell.split("_")[-1]) for cell in CELLS) == [64, 256, 512, 1024, 2048]
 
 
-@pytest.mark.parametrize("config", MAPPING_CONFIGS, ids=lambda p: p.stem)
-def test_each_mapping_config_trains_exactly_d_latents(config: Path) -> None:
-    args = yaml.safe_load(config.read_text())["model"]["init_args"]
-    mapping = args["mapping"]["init_args"]
-    d = mapping["latent_dim"]
-    assert config.stem.endswith(f"_{d}") and args["task"] == "regression"
-    lit = MappingNetModule(nets.LSTMRegressor(**args["net"]["init_args"]),
-                           partial(LatentMapping, strategy=mapping["strategy"], latent_dim=d), task="regression")
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_each_mapping_cell_trains_exactly_d_latents(cell: str) -> None:
+    config = resolved_config(CELLS[cell])
+    args = config["model"]["init_args"]
+    d = mapping_settings(config)["latent_dim"]
+    assert cell.endswith(f"_{d}") and args["task"] == "regression"
+    lit = build_model(config)
     assert sum(p.numel() for p in lit.parameters() if p.requires_grad) == d
     assert lit.parameter_counts()["trainable_params"] == d and lit.parameter_counts()["total_params"] == 12_961
 
 
 def base_args(path: Path) -> list[str]:
     """The d = 256 config on the single-site CSV (11 inputs)."""
-    return ["--config", "configs/mapping/lstm_slvt_airpollution_256.yaml", "--data.path", str(path),
+    return [*CELLS["lstm_slvt_airpollution_256"], "--data.path", str(path),
             "--data.layout", "single", "--data.target", "pollution", "--model.net.init_args.input_size", "11",
             "--data.window", "12", "--data.batch_size", "32", "--trainer.max_epochs", "2",
             "--trainer.log_every_n_steps", "1"]
@@ -289,7 +286,7 @@ def test_multisite_missing_folder_station_or_column_is_one_data_error(prsa_folde
 
 
 def test_mapping_config_trains_on_the_multisite_folder(prsa_folder: Path, tmp_path: Path) -> None:
-    args = ["--config", "configs/mapping/lstm_slvt_airpollution_64.yaml", "--data.path", str(prsa_folder),
+    args = [*CELLS["lstm_slvt_airpollution_64"], "--data.path", str(prsa_folder),
             "--data.window", "12", "--data.batch_size", "32", "--trainer.max_steps", "4",
             "--trainer.log_every_n_steps", "1", "--name", "prsa"]
     assert run_train(args, tmp_path) == 0

@@ -1,30 +1,29 @@
-"""Table 11: CIFAR ResNet-18 with layer-wise training: exact latent budgets per config, and a CPU smoke run."""
+"""Table 11: CIFAR ResNet-18 with layer-wise training: exact latent budgets per grid cell, and a CPU smoke run."""
 from functools import partial
 from pathlib import Path
 
 import pytest
-import yaml
 
 import nets
 from lit_modules import MappingNetModule
 from nets.mapping import LatentMapping, allocate, layer_groups
-from tests.conftest import ROOT, read_results, run_dir, run_train
+from tests.conftest import read_results, run_dir, run_train
 from tests.data_fixtures import write_cifar
+from tests.mapping.grid_cells import grid_cells, mapping_settings, resolved_config
 
-CONFIGS = sorted((ROOT / "configs" / "mapping").glob("resnet18_lwt_cifar*.yaml"))
-
-
-def test_every_table11_cell_has_a_config() -> None:
-    assert sorted(c.stem for c in CONFIGS) == sorted(f"resnet18_lwt_cifar{k}_{d}k" for k in (10, 100)
-                                                     for d in (10, 15, 20))
+CELLS = sorted(cell for cell in grid_cells("table11_resnet18") if "_lwt_" in cell)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
-def test_group_latents_sum_to_the_budget(config: Path) -> None:
-    model = yaml.safe_load(config.read_text())["model"]["init_args"]
-    net, args = model["net"], model["mapping"]["init_args"]
-    budget = int(config.stem.split("_")[-1][:-1]) * 1000
-    net = nets.CifarResNet18(**net["init_args"])
+def test_every_table11_row_is_a_cell() -> None:
+    assert CELLS == sorted(f"resnet18_lwt_cifar{k}_{d}k" for k in (10, 100) for d in (10, 15, 20))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_group_latents_sum_to_the_budget(cell: str) -> None:
+    config = resolved_config(grid_cells("table11_resnet18")[cell])
+    args = mapping_settings(config)
+    budget = int(cell.split("_")[-1][:-1]) * 1000
+    net = nets.CifarResNet18(**config["model"]["init_args"]["net"]["init_args"])
     groups = layer_groups(net)
     params = dict(net.named_parameters())
     sizes = [sum(params[n].numel() for n in g) for g in groups]
@@ -45,7 +44,7 @@ def test_trainable_count_is_the_budget() -> None:
 
 def test_cpu_smoke_run_on_a_cifar_fixture(tmp_path: Path) -> None:
     write_cifar(tmp_path / "data", classes=10, n_per_file=8)
-    args = ["--config", "configs/mapping/resnet18_lwt_cifar10_10k.yaml", "--data.root", str(tmp_path / "data"),
+    args = [*grid_cells("table11_resnet18")["resnet18_lwt_cifar10_10k"], "--data.root", str(tmp_path / "data"),
             "--data.download", "false", "--data.batch_size", "8", "--data.val_fraction", "0.2",
             "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
             "--name", "smoke"]

@@ -6,7 +6,7 @@ import torch
 
 from tests.conftest import FMNIST_SLICE, read_metrics, read_results, run_dir, run_train
 
-BASE = ["--config", "configs/mapping/cnn2_slvt_fmnist_2048.yaml", "--data.root", str(FMNIST_SLICE),
+BASE = ["--config", "configs/mapping/cnn2_fmnist.yaml", "--data.root", str(FMNIST_SLICE),
         "--model.mapping.latent_dim", "256", "--data.max_train_samples", "400", "--data.batch_size", "40",
         "--data.val_fraction", "0.05", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
         "--trainer.limit_test_batches", "5"]
