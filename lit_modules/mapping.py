@@ -95,7 +95,7 @@ class MappingNetModule(SupervisedModule):
         out = functional_call(self.net, params, (x,))
         pred = out.reshape(y.shape) if self.task == "regression" else out
         task = self.loss_fn(pred, y)
-        terms = self.regularisers(x, out, aux)
+        terms = self.regularisers(x, out, params, aux)
         loss = task + self.loss_weights(terms)
         self.track_train(loss, pred.detach(), y)
         latents = list(self.mapping.latents)
@@ -107,25 +107,26 @@ class MappingNetModule(SupervisedModule):
                        **{f"train/lambda_{k}": lam[i] for i, k in enumerate(("stab", "smooth", "align"))}})
         return loss
 
-    def regularisers(self, x: Tensor, out: Tensor, aux: list) -> dict[str, Tensor]:
+    def regularisers(self, x: Tensor, out: Tensor, params: dict[str, Tensor], aux: list) -> dict[str, Tensor]:
         use_stab, use_smooth, use_align = self.loss_weights.active()
         terms = {}
         if use_stab:
-            terms["stab"] = self.stability(x, out)
+            terms["stab"] = self.stability(x, out, params, aux)
         if use_smooth:
             terms["smooth"] = self.mapping.smoothness(aux)
         if use_align:
             terms["align"] = self.mapping.alignment()
         return terms
 
-    def stability(self, x: Tensor, out: Tensor) -> Tensor:
-        """E||f(z + eps) - f(z)||^2 on the first ``stab_samples`` samples; the noisy pass works on copies of the
-        buffers so BatchNorm statistics are updated once per step."""
+    def stability(self, x: Tensor, out: Tensor, params: dict[str, Tensor], aux: list) -> Tensor:
+        """E||f(z + eps) - f(z)||^2 on the first ``stab_samples`` samples (one eps per step). The tensors at z + eps
+        come from this step's generation (``mapping.perturbed``: one W^T product for both passes); the noisy pass
+        works on copies of the buffers so BatchNorm statistics are updated once per step."""
         k = min(self.hparams.stab_samples, len(x))
-        noisy = [z + self.hparams.stab_sigma * torch.randn_like(z) for z in self.mapping.latents]
-        params = self.generated(noisy)[0]
+        noise = [self.hparams.stab_sigma * torch.randn_like(z) for z in self.mapping.latents]
+        noisy = self.mapping.perturbed(params, aux, noise)
         buffers = {name: b.clone() for name, b in self.net.named_buffers()}
-        out_noisy = functional_call(self.net, {**params, **buffers}, (x[:k],))
+        out_noisy = functional_call(self.net, {**noisy, **buffers}, (x[:k],))
         return (out_noisy - out[:k]).square().reshape(k, -1).sum(1).mean()  # also 1-D outputs (one per sample)
 
     # ------------------------------------------------------------------ counts, results, checkpoints

@@ -166,13 +166,24 @@ class ModulationMapping(ParameterMapping):
         (``refresh_mask`` is part of the :class:`LatentMapping` interface; there is no mask here)."""
         z = (list(self.latents) if latents is None else latents)[0]
         o, u = self.modulation(z)
+        return self._modulated(base, o), [(z, u)]
+
+    def perturbed(self, params: dict[str, Tensor], aux: list[tuple[Tensor, Tensor]], noise: list[Tensor]
+                  ) -> dict[str, Tensor]:
+        """The tensors at z + eps from those at z: theta is affine in o, and o(z + eps) - o(z) =
+        W eps + alpha_m (2 z + eps) . eps, where W eps (fixed W) needs no backward of its own."""
+        (z, _), = aux
+        eps, = noise
+        return self._modulated(params, self.projector(eps) + self.alphas[0] * ((2 * z + eps) @ eps))
+
+    def _modulated(self, base: dict[str, Tensor], o: Tensor) -> dict[str, Tensor]:
+        """base + alpha c o, each element of o repeated over its L tied weights."""
         delta = (self.alpha * self.gain) * o
         if self.tie > 1:
             delta = delta.repeat_interleave(self.tie)
         # split, not slicing: each slice's backward would write a full-size zero tensor; the tail past P is dropped
         pieces = delta.split([*self.numels, delta.numel() - self.size])
-        out = {name: base[name] + piece.view(shape) for name, shape, piece in zip(self.names, self.shapes, pieces)}
-        return out, [(z, u)]
+        return {name: base[name] + piece.view(shape) for name, shape, piece in zip(self.names, self.shapes, pieces)}
 
     def smoothness(self, aux: list[tuple[Tensor, Tensor]]) -> Tensor:
         """||d theta / d z||_F^2 in closed form, O(P / L): J_j = alpha c (W_i + 2 alpha_m z^T) for weight j tied to

@@ -1,4 +1,5 @@
 """Mapping Networks end to end through train.py: counts in results.json, resume parity, mismatched checkpoints."""
+import math
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,18 @@ def test_regression_with_one_output_per_sample_trains(tmp_path: Path) -> None:
     assert run_train(args, tmp_path) == 0
     results = read_results(run_dir(tmp_path, "reg"))
     assert results["trainable_params"] == 8 and results["train/mse"] > 0 and results["test/mse"] > 0
+
+
+@pytest.mark.parametrize("extra,t_max", [([], 3), (["--model.lr_scheduler.init_args.T_max", "7"], 7)])
+def test_cosine_schedule_follows_max_epochs_unless_t_max_is_given(tmp_path: Path, extra: list[str], t_max: int) -> None:
+    args = [*BASE, "--data.max_train_samples", "80", "--trainer.max_epochs", "3", "--name", "cos", *extra]
+    assert run_train(args, tmp_path) == 0
+    (scheduler,) = torch.load(run_dir(tmp_path, "cos") / "checkpoints" / "last.ckpt", weights_only=False)["lr_schedulers"]
+    assert scheduler["T_max"] == t_max and scheduler["last_epoch"] == 2  # saved before the last epoch's step
+    assert scheduler["_last_lr"][0] == pytest.approx(0.03 * (1 + math.cos(2 * math.pi / t_max)) / 2)
+
+
+def test_cosine_without_t_max_needs_max_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_train([*BASE, "--trainer.max_epochs", "-1", "--trainer.max_steps", "2"], tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "follows trainer.max_epochs" in err
