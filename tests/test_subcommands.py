@@ -74,15 +74,17 @@ def test_load_from_checkpoint_needs_no_arguments(trained: Path) -> None:
 
 
 # no ImageNet ResNet-50 file in tests: the small torchvision-named ResNet of the fine-tuning tests, randomly drawn
-NO_WEIGHTS = ['--model.net={"class_path": "tests.test_mapping_finetune.TinyResNet", "init_args": {"weights_path": null}}']
-MODULES = {"configs/default.yaml": [], "configs/mapping/cnn2_slvt_fmnist_1024.yaml": [],
-           "configs/baseline/cnn3_cityscapes.yaml": [], "configs/mapping/cnn3_slvt_cityscapes_8192.yaml": [],
-           "configs/baseline/cnn2_celebdf.yaml": [], "configs/mapping/cnn2_lwt_celebdf_1872.yaml": [],
+NO_WEIGHTS = ['--model.net={"class_path": "tests.mapping.test_finetune.TinyResNet", "init_args": {"weights_path": null}}']
+LWT = ["--model.mapping.strategy", "lwt", "--model.mapping.latent_dim", "1872"]
+MODULES = {"configs/default.yaml": [], "configs/mapping/cnn2_fmnist.yaml": [],
+           "configs/baseline/cnn3_cityscapes.yaml": [], "configs/mapping/cnn3_cityscapes.yaml": [],
+           "configs/baseline/cnn2_celebdf.yaml": [], "configs/mapping/cnn2_celebdf.yaml": LWT,
            "configs/gauss_newton/two_layer_california.yaml": [], "configs/gauss_newton/lm_cnn2_fmnist.yaml": [],
            "configs/gan/synthetic_gaussian_k2.yaml": [], "configs/gan/mlp_mnist_k64.yaml": ["--trainer.callbacks=[]"],
            "configs/neuron_pursuit/gaussian.yaml": [], "configs/neuron_pursuit/saddle_x2.yaml": [],
-           "configs/resnet_width/resnet_sphere.yaml": [], "configs/baseline/resnet50_layer4fc_celebdf.yaml": NO_WEIGHTS,
-           "configs/mapping/resnet50_finetune_celebdf_layer4fc_L1.yaml": NO_WEIGHTS}
+           "configs/resnet_width/resnet_sphere.yaml": [], "configs/baseline/resnet50_celebdf.yaml": [*NO_WEIGHTS, "--model.layers", "layer4+fc"],
+           "configs/mapping/resnet50_finetune_celebdf.yaml": [*NO_WEIGHTS, "--model.mapping.layers", "layer4+fc",
+                                                              "--model.mapping.latent_dim", "1024"]}
 
 
 @pytest.mark.parametrize("config", MODULES)
@@ -106,8 +108,8 @@ def test_export_of_a_mapping_net_is_a_plain_cnn2_with_the_same_test_accuracy(tmp
     from lit_modules import MappingNetModule
 
     root = ["--trainer.default_root_dir", str(tmp_path)]
-    train.run(["fit", "--config", "configs/mapping/cnn2_slvt_fmnist_1024.yaml", "--name", "map",
-               "--trainer.max_steps", "3", *root, *TINY])
+    train.run(["fit", "--config", "configs/mapping/cnn2_fmnist.yaml", "--model.mapping.latent_dim", "1024", "--name",
+               "map", "--trainer.max_steps", "3", *root, *TINY])
     ckpt = str(run_dir(tmp_path, "map") / "checkpoints" / "last.ckpt")
     tested = train.run(["test", "--ckpt_path", ckpt, *QUIET])
     exported = train.run(["export", "--ckpt_path", ckpt, "--format", "state_dict", *QUIET])
