@@ -31,7 +31,7 @@ def slow_if_resnet18(grid: str, cell: str) -> list:
 def test_every_cell_builds_with_the_papers_parameter_count(grid: str, cell: str, args: list[str],
                                                            paper: dict) -> None:
     extra = NO_WEIGHTS if cell.startswith("resnet50") else []
-    model = build_model(resolved_config([*args, *extra]))
+    model = build_model(resolved_config(sweep.with_seed([*args, *extra], 0)))
     if "trainable_params" in paper:
         assert parameter_counts(model)["trainable_params"] == paper["trainable_params"]
 
