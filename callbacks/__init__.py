@@ -5,7 +5,7 @@ from callbacks.saddle_monitor import SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, SlurmRequeue, parameter_counts)
 from callbacks.ntk import NTKMonitor
-from callbacks.fid import FID
+from callbacks.gda_gan import FID
 
 __all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "SaddleMonitor", "NonFiniteLossError", "parameter_counts",
            "ParameterCounts", "ResumableCSVLogger", "RNGState", "RunCheckpoint", "RunStats", "SlurmRequeue",

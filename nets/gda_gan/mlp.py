@@ -3,7 +3,7 @@ import math
 
 from torch import Tensor, nn
 
-from nets.gan_dcgan import check_width
+from nets.gda_gan.dcgan import check_width
 
 
 class MLPGenerator(nn.Module):

@@ -6,11 +6,11 @@ import torch
 
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 from tests.data_fixtures import write_cifar, write_mnist
-from lit_modules.wgan_gp import WGANGPModule, critic_loss
-from nets import (DCGANCritic32, DCGANCritic64, DCGANGenerator32, DCGANGenerator64, MLPCritic, MLPGenerator,
+from lit_modules.gda_gan import WGANGPModule, critic_loss
+from nets.gda_gan import (DCGANCritic32, DCGANCritic64, DCGANGenerator32, DCGANGenerator64, MLPCritic, MLPGenerator,
                   ResNetCritic32, ResNetCritic64, ResNetGenerator32, ResNetGenerator64)
 
-TINY_FID = ["--trainer.callbacks.init_args.feature_extractor", "nets.TinyFeatures",
+TINY_FID = ["--trainer.callbacks.init_args.feature_extractor", "nets.gda_gan.TinyFeatures",
             "--trainer.callbacks.init_args.num_samples", "64", "--trainer.callbacks.init_args.num_real_train", "64",
             "--trainer.callbacks.init_args.num_real_test", "32", "--trainer.callbacks.init_args.batch_size", "32"]
 
@@ -131,7 +131,7 @@ def test_nearest_neighbour_grid_and_nnd_scripts(cifar_root: Path, tmp_path: Path
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts"))
     import gan_nearest_neighbours
     import gan_nnd
     from gan_run import load_run, training_images
@@ -151,7 +151,7 @@ def test_nearest_neighbour_grid_and_nnd_scripts(cifar_root: Path, tmp_path: Path
     assert fake > 0  # inverted images score lower once the critic has trained a little
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs" / "gan").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "gan").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_gan_configs_name_real_classes(path: Path) -> None:
     """Every class_path imports, the nets build, and the k in the file name is the width in the file."""

@@ -5,7 +5,7 @@ import torch
 
 from datamodules import GaussianMeanDataModule
 from tests.conftest import read_metrics, read_results, run_dir, run_train
-from nets import gda_theory as theory
+from nets.gda_gan import theory
 
 CONFIG = "configs/gan/synthetic_gaussian_k64.yaml"
 SMALL = ["--config", CONFIG, "--model.k", "16", "--model.n_latent", "20", "--data.n", "20",

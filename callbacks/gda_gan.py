@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from nets.fid_features import InceptionFeatures
+from nets.gda_gan.fid_features import InceptionFeatures
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 FAKE_STATES = ("fake_features_sum", "fake_features_cov_sum", "fake_features_num_samples")
@@ -48,7 +48,7 @@ class FID(Callback):
     """Logs ``{train,test}/fid_train`` and ``{train,test}/fid_test`` (FID against the training and the test split).
 
     Args:
-        feature_extractor: module mapping float images in [0, 1] to (N, F) features (e.g. ``nets.TinyFeatures``);
+        feature_extractor: module mapping float images in [0, 1] to (N, F) features (e.g. ``nets.gda_gan.TinyFeatures``);
             default: Inception-v3 pool features from ``inception_weights``.
         inception_weights: local path of torch-fidelity's Inception weights (needs the torch-fidelity package).
         num_samples: generated samples per evaluation (both references use the same pass).

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.fid import FID, as_rgb01
+from callbacks.gda_gan import FID, as_rgb01
 from datamodules.base import InMemoryImages
-from nets.fid_features import InceptionFeatures, TinyFeatures
+from nets.gda_gan.fid_features import InceptionFeatures, TinyFeatures
 
 
 def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""The closed forms of nets/gda_theory.py against autograd, finite sums and the lemmas of App. A."""
+"""The closed forms of nets/gda_gan/theory.py against autograd, finite sums and the lemmas of App. A."""
 import math
 
 import pytest
 import torch
 from torch.func import jacrev
 
-from nets import gda_theory as theory
+from nets.gda_gan import theory
 
 f64 = torch.float64
 

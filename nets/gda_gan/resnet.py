@@ -6,7 +6,7 @@ the critic; Xavier-uniform weights, zero biases.
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nets.gan_dcgan import check_width
+from nets.gda_gan.dcgan import check_width
 
 
 def xavier_init(module: nn.Module) -> None:
