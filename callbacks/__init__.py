@@ -5,8 +5,8 @@ from callbacks.saddle_monitor import SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, SlurmRequeue, parameter_counts)
 from callbacks.ntk import NTKMonitor
-from callbacks.gda_gan import FID
+from callbacks.gda_gan import FID, NND, SampleGrids
 
 __all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "SaddleMonitor", "NonFiniteLossError", "parameter_counts",
            "ParameterCounts", "ResumableCSVLogger", "RNGState", "RunCheckpoint", "RunStats", "SlurmRequeue",
-           "truncate_metrics", "FID"]
+           "truncate_metrics", "FID", "NND", "SampleGrids"]

@@ -9,12 +9,15 @@ beta measured (2 |J(W_0)|, the factor from the proof), the theoretical beta of A
 WGANGPModule. WGAN-GP with manual optimisation, as used for the image GANs of Balaji et al. (ICLR 2021, App. D).
 
 n_critic critic steps per generator step, gradient penalty weight 10, Adam(1e-4, (0.5, 0.999)), one real batch per
-critic step. Lightning's global_step counts every optimiser step (critic and generator), so the module keeps its
-own ``critic_iters`` / ``gen_iters`` counters (saved in checkpoints) and stops after ``iterations`` of the chosen
-kind. Images arrive in [0, 1] (datamodule with ``normalize: false``) and are mapped to [-1, 1].
+critic step. Lightning counts every optimiser step as a global step (#17958); here only generator steps count, so
+``--trainer.max_steps`` is the number of generator steps (the paper's "iterations"). The module also keeps its own
+``critic_iters`` / ``gen_iters`` counters (saved in checkpoints). Images arrive in [0, 1] (datamodule with
+``normalize: false``) and are mapped to [-1, 1].
 """
 import math
 import time
+from contextlib import contextmanager
+from collections.abc import Iterator
 from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
@@ -218,6 +221,19 @@ def grad_norm(module: nn.Module) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
 
 
+@contextmanager
+def uncounted(optimizer: Any) -> Iterator[None]:
+    """Steps of a LightningOptimizer inside this block go through the strategy (precision plugin, as usual) but are
+    not counted as global steps: Lightning's manual loop counts through these two hooks, which it installs for
+    every training step."""
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
 def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor, gp_weight: float) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, Wasserstein estimate, gradient penalty) from one critic pass over [real; fake; interpolates]."""
     n = len(real)
@@ -240,27 +256,25 @@ class WGANGPModule(pl.LightningModule):
         n_critic: critic steps per generator step.
         gp_weight: gradient-penalty weight lambda.
         lr, betas: Adam for both nets (the paper's DCGAN values).
-        iterations: training length, counted in ``count`` iterations (the paper's "300,000 iterations").
-        count: ``generator`` or ``critic`` iterations.
-        diag_every: every this many generator iterations log gradient norms and |theta - theta_0| / |theta_0|.
-        sample_every: every this many generator iterations log a sample grid (fixed noise) to W&B.
-        lr_decay: decay both learning rates linearly to 0 over ``iterations`` (WGAN-GP's ResNet recipe; the
-            paper mentions none, so off by default).
+        diag_every: every this many generator steps log gradient norms and |theta - theta_0| / |theta_0|.
+        sample_every: every this many generator steps log a sample grid (fixed noise) to W&B.
+        lr_decay: decay both learning rates linearly to 0 over ``--trainer.max_steps`` generator steps (WGAN-GP's
+            ResNet recipe; the paper mentions none, so off by default).
         gen_batch_multiplier: generator batch = this times the real batch (WGAN-GP's ResNet recipe uses 2).
+        pad: zero-pad real images by this many pixels per side to the nets' size (2: 28x28 Fashion-MNIST under
+            the 32x32 DCGAN nets); generated images are cropped back for every evaluation (``sample``).
+
+    The training length is ``--trainer.max_steps`` generator steps.
     """
 
     def __init__(self, generator: nn.Module, critic: nn.Module, n_critic: int = 5, gp_weight: float = 10.0,
-                 lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), iterations: int = 300_000,
-                 count: Literal["generator", "critic"] = "generator", diag_every: int = 100,
-                 sample_every: int = 1000, lr_decay: bool = False, gen_batch_multiplier: int = 1) -> None:
+                 lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), diag_every: int = 100,
+                 sample_every: int = 1000, lr_decay: bool = False, gen_batch_multiplier: int = 1, pad: int = 0) -> None:
         super().__init__()
-        if min(n_critic, iterations, diag_every, sample_every, gen_batch_multiplier) < 1:
-            raise ValueError("model.n_critic, iterations, diag_every, sample_every and gen_batch_multiplier "
-                             "must be >= 1")
-        if gp_weight < 0 or lr <= 0:
-            raise ValueError(f"model.gp_weight must be >= 0 and lr > 0, got {gp_weight}, {lr}")
-        if count not in ("generator", "critic"):
-            raise ValueError(f"model.count must be 'generator' or 'critic', got {count!r}")
+        if min(n_critic, diag_every, sample_every, gen_batch_multiplier) < 1:
+            raise ValueError("model.n_critic, diag_every, sample_every and gen_batch_multiplier must be >= 1")
+        if gp_weight < 0 or lr <= 0 or pad < 0:
+            raise ValueError(f"model.gp_weight and pad must be >= 0 and lr > 0, got {gp_weight}, {pad}, {lr}")
         if not hasattr(generator, "latent_dim"):
             raise ValueError("model.generator needs a latent_dim attribute")
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()):
@@ -272,6 +286,8 @@ class WGANGPModule(pl.LightningModule):
         self.theta0: dict[str, Tensor] = {}
         self.register_buffer("fixed_noise", torch.randn(64, generator.latent_dim))
         self.monitor, self._last_gen_time, self.final = None, None, {}
+        # wall clock between consecutive generator steps (evaluations excluded) and how many were timed
+        self.train_seconds, self.timed_steps = 0.0, 0
 
     # ------------------------------------------------------------------ setup
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -283,6 +299,8 @@ class WGANGPModule(pl.LightningModule):
         data_hparams = getattr(self.trainer.datamodule, "hparams", {})
         if data_hparams.get("normalize", False):
             raise ValueError("WGANGPModule expects images in [0, 1]: set --data.init_args.normalize false")
+        if self.hparams.lr_decay and self.trainer.max_steps < 1:
+            raise ValueError("model.lr_decay needs --trainer.max_steps (the number of generator steps)")
         if not self.theta0:
             self.theta0 = {"generator": flat_params(self.generator), "critic": flat_params(self.critic)}
 
@@ -295,19 +313,10 @@ class WGANGPModule(pl.LightningModule):
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.latent_dim, device=self.device)
 
-    def progress(self) -> float:
-        """Fraction of the training length done, in the counted unit."""
-        done_iters = self.gen_iters if self.hparams.count == "generator" else self.critic_iters
-        return done_iters / self.hparams.iterations
-
-    def done(self) -> bool:
-        return self.progress() >= 1
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        if self.done():  # a resumed run that had already finished
-            self.trainer.should_stop = True
-            return
         real = batch[0] * 2 - 1
+        if self.hparams.pad:
+            real = nn.functional.pad(real, [self.hparams.pad] * 4, value=-1.0)  # -1 = black, the background
         opt_d, opt_g = self.optimizers()
         with torch.no_grad():
             fake = self.generator(self.noise(len(real)))
@@ -317,7 +326,8 @@ class WGANGPModule(pl.LightningModule):
         diag = (self.gen_iters + 1) % self.hparams.diag_every == 0
         if diag:
             self.log("train/grad_norm_critic", grad_norm(self.critic))
-        opt_d.step()
+        with uncounted(opt_d):  # global_step (and so --trainer.max_steps) counts generator steps only
+            opt_d.step()
         self.critic_iters += 1
         if self.critic_iters % self.hparams.n_critic == 0:
             # critic metrics of the step before each generator step: logging every critic step costs ~10% on CPU
@@ -326,9 +336,7 @@ class WGANGPModule(pl.LightningModule):
             if self.hparams.lr_decay:  # a function of the counters only, so resumed runs get the same rates
                 for opt in (opt_d, opt_g):
                     for group in opt.param_groups:
-                        group["lr"] = self.hparams.lr * max(0.0, 1 - self.progress())
-        if self.done():
-            self.trainer.should_stop = True
+                        group["lr"] = self.hparams.lr * max(0.0, 1 - self.gen_iters / self.trainer.max_steps)
 
     def generator_step(self, opt_g: Any, n: int, diag: bool) -> None:
         self.toggle_optimizer(opt_g)  # freezes the critic's parameters: no gradients are kept for them
@@ -342,6 +350,8 @@ class WGANGPModule(pl.LightningModule):
         self.gen_iters += 1
         now = time.perf_counter()
         if self._last_gen_time is not None:
+            self.train_seconds += now - self._last_gen_time
+            self.timed_steps += 1
             self.log("train/sec_per_gen_iter", now - self._last_gen_time)
         self._last_gen_time = now
         self.log_dict({"train/gen_loss": loss_g.detach(), "train/gen_iters": float(self.gen_iters),
@@ -367,6 +377,9 @@ class WGANGPModule(pl.LightningModule):
         self.generator.eval()
         images = (self.generator(z) + 1) / 2
         self.generator.train(was_training)
+        if self.hparams.pad:
+            p = self.hparams.pad
+            images = images[..., p:-p, p:-p]
         return images.clamp(0, 1)
 
     def log_samples(self) -> None:
@@ -383,15 +396,17 @@ class WGANGPModule(pl.LightningModule):
     # ------------------------------------------------------------------ state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["wgan_gp"] = {"critic_iters": self.critic_iters, "gen_iters": self.gen_iters,
-                                 "theta0": self.theta0}
+                                 "theta0": self.theta0, "timing": (self.train_seconds, self.timed_steps)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["wgan_gp"]
         self.critic_iters, self.gen_iters, self.theta0 = state["critic_iters"], state["gen_iters"], state["theta0"]
+        self.train_seconds, self.timed_steps = state.get("timing", (0.0, 0))
 
     def on_train_end(self) -> None:
         # captured here: the test stage may load an older checkpoint (weights and counters) into the module
-        self.final = {"critic_iters": self.critic_iters, "gen_iters": self.gen_iters,
+        self.final = {"generator_steps": self.gen_iters, "critic_steps": self.critic_iters,
+                      "sec_per_generator_step": self.train_seconds / max(self.timed_steps, 1),
                       **{f"final_rel_move_{n}": self.relative_move(n) for n in ("generator", "critic")}}
 
     def results(self) -> dict[str, Any]:
