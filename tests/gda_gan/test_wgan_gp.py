@@ -1,9 +1,11 @@
-"""WGAN-GP image GANs: width-knob nets, the critic loss, counters, resume parity, bad input."""
+"""WGAN-GP image GANs: width-knob nets, the critic loss, generator-step counting, resume parity, bad input,
+evaluation callbacks (NND, sample and neighbour grids), every GAN config."""
 from pathlib import Path
 
 import pytest
 import torch
 
+from callbacks.gda_gan import NND
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 from tests.data_fixtures import write_cifar, write_mnist
 from lit_modules.gda_gan import WGANGPModule, critic_loss
@@ -65,10 +67,12 @@ def test_critic_loss_matches_separate_passes() -> None:
 def test_bad_input() -> None:
     with pytest.raises(ValueError, match="BatchNorm"):
         WGANGPModule(DCGANGenerator32(k=4), torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
-    with pytest.raises(ValueError, match="count"):
-        WGANGPModule(DCGANGenerator32(k=4), DCGANCritic32(k=4), count="epochs")
+    with pytest.raises(ValueError, match="pad"):
+        WGANGPModule(DCGANGenerator32(k=4), DCGANCritic32(k=4), pad=-1)
     with pytest.raises(ValueError):
         DCGANGenerator32(k=0)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        NND(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
 
 
 @pytest.fixture
@@ -77,33 +81,43 @@ def cifar_root(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def gan_args(root: Path, name: str, iterations: int) -> list[str]:
-    return ["--config", "configs/gan/dcgan32_cifar10_k8.yaml", "--data.root", str(root), "--name", name,
+def gan_args(root: Path, name: str, generator_steps: int) -> list[str]:
+    return ["--config", "configs/gan/dcgan32_cifar10.yaml", "--data.root", str(root), "--name", name,
             "--model.init_args.generator.init_args.k", "4", "--model.init_args.critic.init_args.k", "4",
-            "--model.iterations", str(iterations), "--model.diag_every", "2", "--trainer.log_every_n_steps", "1",
+            "--trainer.max_steps", str(generator_steps), "--model.diag_every", "2", "--trainer.log_every_n_steps", "1",
             *TINY_FID]
 
 
-def test_counters_and_results(cifar_root: Path, tmp_path: Path) -> None:
+def test_max_steps_counts_generator_steps(cifar_root: Path, tmp_path: Path) -> None:
     assert run_train(gan_args(cifar_root, "run", 3), tmp_path / "runs") == 0
     path = run_dir(tmp_path / "runs", "run")
-    state = torch.load(path / "checkpoints" / "last.ckpt", weights_only=False)["wgan_gp"]
-    assert (state["gen_iters"], state["critic_iters"]) == (3, 15)
+    ckpt = torch.load(path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (ckpt["wgan_gp"]["gen_iters"], ckpt["wgan_gp"]["critic_iters"], ckpt["global_step"]) == (3, 15, 3)
     res = read_results(path)
-    for key in ("generator_params", "critic_params", "test/fid_train", "test/fid_test", "k_generator"):
+    for key in ("generator_params", "critic_params", "test/fid_tiny_train", "test/fid_tiny_test", "k_generator",
+                "sec_per_generator_step", "test/nn_l2"):
         assert key in res
     assert res["generator_params"] == count(DCGANGenerator32(k=4))
-    assert (res["gen_iters"], res["critic_iters"]) == (3, 15)
+    assert (res["generator_steps"], res["critic_steps"], res["global_step"]) == (3, 15, 3)
+    assert (path / "figures" / "samples.png").stat().st_size > 0
+    assert (path / "figures" / "nearest_neighbours.png").stat().st_size > 0
     rows = read_metrics(path)
     assert any(r.get("train/rel_move_generator") for r in rows) and any(r.get("train/grad_norm_critic") for r in rows)
+    # n_critic 2: still 3 generator steps, now 6 critic steps
+    assert run_train([*gan_args(cifar_root, "n2", 3), "--model.n_critic", "2"], tmp_path / "runs") == 0
+    res = read_results(run_dir(tmp_path / "runs", "n2"))
+    assert (res["generator_steps"], res["critic_steps"]) == (3, 6)
 
 
 def test_resume_reproduces_losses_and_counters(cifar_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    every = ["--checkpoint_every_n_steps", "4"]
+    every = ["--checkpoint_every_n_steps", "2"]  # generator steps
     assert run_train([*gan_args(cifar_root, "full", 4), *every], runs) == 0
     assert run_train([*gan_args(cifar_root, "part", 2), *every], runs) == 0
+    part = torch.load(run_dir(runs, "part") / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (part["wgan_gp"]["gen_iters"], part["global_step"]) == (2, 2)
     assert run_train([*gan_args(cifar_root, "part", 4), *every, "--ckpt_path", "last"], runs) == 0
+
     def keep(rows: list[dict[str, str]]) -> list[dict[str, str]]:  # our metrics; wall time differs by nature
         ours = [{k: v for k, v in r.items() if k.startswith("train/") and "sec_per" not in k} for r in rows]
         return [r for r in ours if any(r.values())]
@@ -112,51 +126,48 @@ def test_resume_reproduces_losses_and_counters(cifar_root: Path, tmp_path: Path)
     assert len(full) > 10 and full == part
     a = torch.load(run_dir(runs, "full") / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(run_dir(runs, "part") / "checkpoints" / "last.ckpt", weights_only=False)
-    assert a["wgan_gp"]["gen_iters"] == b["wgan_gp"]["gen_iters"] == 4
+    assert a["wgan_gp"]["gen_iters"] == b["wgan_gp"]["gen_iters"] == a["global_step"] == b["global_step"] == 4
     assert a["wgan_gp"]["critic_iters"] == b["wgan_gp"]["critic_iters"] == 20
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
+    ra, rb = read_results(run_dir(runs, "full")), read_results(run_dir(runs, "part"))
+    assert ra["test/fid_tiny_test"] == rb["test/fid_tiny_test"] and ra["critic_steps"] == rb["critic_steps"] == 20
+
+
+def test_lr_decay_follows_max_steps(cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = [*gan_args(cifar_root, "decay", 2), "--model.lr_decay", "true"]
+    assert run_train(args, tmp_path / "runs") == 0
+    rows = read_metrics(run_dir(tmp_path / "runs", "decay"))
+    assert float([r for r in rows if r.get("lr-Adam")][-1]["lr-Adam"]) < 1e-4
+    assert run_train([*args, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1"], tmp_path / "runs") == 1
+    assert "lr_decay needs --trainer.max_steps" in capsys.readouterr().err
 
 
 def test_mnist_mlp_runs(tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", n_train=128, n_test=32)
-    args = ["--config", "configs/gan/mlp_mnist_k64.yaml", "--data.root", str(tmp_path / "data"),
+    args = ["--config", "configs/gan/mlp_mnist.yaml", "--data.root", str(tmp_path / "data"),
             "--model.init_args.generator.init_args.k", "8", "--model.init_args.critic.init_args.k", "8",
-            "--model.iterations", "1", *TINY_FID]
+            "--trainer.max_steps", "1", *TINY_FID]
     assert run_train(args, tmp_path / "runs") == 0
-    assert read_results(run_dir(tmp_path / "runs", "mlp_mnist_k64"))["test/fid_test"] >= 0
+    assert read_results(run_dir(tmp_path / "runs", "mlp_mnist"))["test/fid_tiny_test"] >= 0
 
 
-def test_nearest_neighbour_grid_and_nnd_scripts(cifar_root: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts"))
-    import gan_nearest_neighbours
-    import gan_nnd
-    from gan_run import load_run, training_images
-
-    assert run_train(gan_args(cifar_root, "nn", 1), tmp_path / "runs") == 0
-    run = run_dir(tmp_path / "runs", "nn")
-    out = tmp_path / "grid.png"
-    monkeypatch.setattr(sys, "argv", ["x", str(run), "--out", str(out), "--samples", "3", "--neighbours", "2"])
-    gan_nearest_neighbours.main()
-    assert out.stat().st_size > 0
-    generator, critic, data = load_run(run)
-    train = training_images(data) * 2 - 1
-    assert torch.equal(generator(torch.zeros(1, 128)), generator(torch.zeros(1, 128)))  # eval mode: deterministic
-    value = gan_nnd.nnd(lambda: DCGANCritic32(k=4), lambda n: train[:n], train, train[:250], steps=20, seed=0)
-    assert abs(value) < 1e-6  # the same images on both sides: a trained critic still scores them equally
-    fake = gan_nnd.nnd(lambda: DCGANCritic32(k=4), lambda n: -train[:n], train, train[:250], steps=20, seed=0)
-    assert fake > 0  # inverted images score lower once the critic has trained a little
+def test_nnd_of_identical_and_inverted_images() -> None:
+    """The NND critic is fresh per call, trained from ``seed``; identical sets score 0, inverted images do not."""
+    nnd = NND(DCGANCritic32(k=4), steps=20, seed=0)
+    images = (torch.rand(300, 3, 32, 32) * 255).to(torch.uint8)
+    same = nnd.divergence(images, images, images[:250], images[:250], torch.device("cpu"))
+    assert abs(same) < 1e-6
+    inverted = 255 - images
+    first = nnd.divergence(images, inverted, images[:250], inverted[:250], torch.device("cpu"))
+    assert first > 0 and first == nnd.divergence(images, inverted, images[:250], inverted[:250], torch.device("cpu"))
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "gan").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_gan_configs_name_real_classes(path: Path) -> None:
-    """Every class_path imports, the nets build, and the k in the file name is the width in the file."""
+    """Every class_path imports and the paper's App. D settings hold in every image config."""
     import importlib
-    import re
 
     import yaml
 
@@ -165,19 +176,10 @@ def test_gan_configs_name_real_classes(path: Path) -> None:
     for spec in [config["model"], config["data"], *config["trainer"].get("callbacks", [])]:
         module, _, name = spec["class_path"].rpartition(".")
         assert hasattr(importlib.import_module(module), name), spec["class_path"]
-    k = int(re.search(r"_k(\d+)$", path.stem).group(1))
     if "generator" in model:
-        widths = {model["generator"]["init_args"]["k"], model["critic"]["init_args"]["k"]}
-        assert k in widths and (len(widths) == 1 or "single" in path.stem)
+        assert model["generator"]["init_args"]["k"] == model["critic"]["init_args"]["k"]
         assert model["n_critic"] == 5 and model["gp_weight"] == 10.0 and model["lr"] == 1e-4
         assert config["data"]["init_args"]["batch_size"] == 64
+        assert config["trainer"]["callbacks"][-1]["class_path"] == "callbacks.gda_gan.FID"  # flags reach it
     else:
-        assert model["k"] == k and config["trainer"]["precision"] == "64-true"
-
-
-def test_lr_decay_and_generator_batch(cifar_root: Path, tmp_path: Path) -> None:
-    args = [*gan_args(cifar_root, "decay", 4), "--model.lr_decay", "true", "--model.gen_batch_multiplier", "2"]
-    assert run_train(args, tmp_path / "runs") == 0
-    ckpt = torch.load(run_dir(tmp_path / "runs", "decay") / "checkpoints" / "last.ckpt", weights_only=False)
-    lrs = [g["lr"] for state in ckpt["optimizer_states"] for g in state["param_groups"]]
-    assert lrs == [0.0, 0.0]  # 1e-4 * (1 - 4/4)
+        assert config["trainer"]["precision"] == "64-true"
