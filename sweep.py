@@ -214,7 +214,8 @@ def _run_one(args: list[str], log: Path) -> tuple[bool, Any, float]:
             return False, train.one_line(err), time.perf_counter() - start
 
 
-def run_grid(grid: Grid, seeds: list[int], jobs: int, out: Path, extra: list[str]) -> dict[tuple[str, int], str]:
+def run_grid(grid: Grid, seeds: list[int], jobs: int, out: Path, extra: list[str], threads: Optional[int] = None
+             ) -> dict[tuple[str, int], str]:
     """Runs every unfinished cell x seed, ``jobs`` at a time; returns the failures' error lines."""
     todo = [(c, s) for c in grid.cells for s in seeds if finished_results(out, c, s) is None]
     print(f"{grid.name}: {len(grid.cells) * len(seeds) - len(todo)} of {len(grid.cells) * len(seeds)} runs "
@@ -223,7 +224,7 @@ def run_grid(grid: Grid, seeds: list[int], jobs: int, out: Path, extra: list[str
     if not todo:
         return failures
     wandb = "--wandb" not in extra or extra[extra.index("--wandb") + 1].lower() not in ("false", "0", "no")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(threads,)) as pool:
         pending = {pool.submit(_run_one, run_args(grid, c, s, out, extra, wandb), seed_dir(out, c, s) / "console.log"):
@@ -310,12 +311,16 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("grid", type=Path, help="grid file (configs/<method>/grids/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores / jobs threads)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch/OpenMP threads of each run (default cores / jobs; 1 leaves cores to other work)")
     parser.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweeps/<grid name>)")
     parser.add_argument("--report", action="store_true", help="only rebuild table.csv / table.md from DIR")
     parser.add_argument("--wandb-sweep", action="store_true", help="print the equivalent W&B sweep YAML and exit")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise SweepError(f"--jobs must be at least 1 (got {args.jobs})")
+    if args.threads is not None and args.threads < 1:
+        raise SweepError(f"--threads must be at least 1 (got {args.threads})")
     if len(set(args.seeds)) != len(args.seeds):
         raise SweepError("--seeds lists a seed twice")
     return args, extra
@@ -359,7 +364,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         lock = claim(out, grid)
         command = "python sweep.py " + shlex.join(argv)
         (out / "command.txt").write_text(command + "\n")
-        failures = run_grid(grid, args.seeds, args.jobs, out, extra)
+        failures = run_grid(grid, args.seeds, args.jobs, out, extra, args.threads)
         write_tables(grid, out, command, failures)
         lock.close()
         print(f"tables: {out / 'table.md'}, {out / 'table.csv'}" + (f"; {len(failures)} runs failed" if failures

@@ -25,7 +25,7 @@ import time
 import torch
 from torch import nn
 
-from lit_modules.gn_solver import (Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step,
+from nets.gauss_newton.solver import (Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step,
                                    per_sample_jacobian)
 
 

@@ -11,6 +11,7 @@ time. Ratios are against plain fine-tuning of all weights, measured in the same 
 random torchvision ResNet-50 saved once to a temporary .pth (only the shapes matter here).
 """
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -43,6 +44,7 @@ def one(kind: str, layers: str, tie: int, size: int, batch: int, steps: int, wei
     """Build, then ``steps`` training steps; JSON-able measurements."""
     from lit_modules import FineTuneModule, MappingFineTuneModule
     from nets import ResNet50
+    from nets.mapping import ModulationMapping
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -53,8 +55,9 @@ def one(kind: str, layers: str, tie: int, size: int, batch: int, steps: int, wei
     start = time.perf_counter()
     if kind in ("mapping", "task-only"):
         lambdas = dict(lambda_stab=0.0, lambda_smooth=0.0, lambda_align=0.0) if kind == "task-only" else {}
-        module = MappingFineTuneModule(net, layers, tie, latent_dim=2048 if layers == "all" else 1024,
-                                       stab_samples=min(8, batch), **lambdas).to(device)
+        mapping = functools.partial(ModulationMapping, layers=layers, tie=tie,
+                                    latent_dim=2048 if layers == "all" else 1024)
+        module = MappingFineTuneModule(net, mapping, stab_samples=min(8, batch), num_classes=2, **lambdas).to(device)
     else:
         module = FineTuneModule(net, layers)
     build_s = time.perf_counter() - start

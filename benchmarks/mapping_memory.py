@@ -8,6 +8,7 @@ mapping would need ~40 GB), and ResNet-50 (1000 classes, 25.6M generated paramet
 ResNet-50 (target: < 4 GB RSS; dense: ~209 GB). Memory is peak RSS (CPU) or peak CUDA memory with --cuda.
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -28,6 +29,7 @@ def child(case: str, mapped: bool, batch: int, cuda: bool) -> dict:
 
     import nets
     from lit_modules import MappingNetModule
+    from nets.mapping import LatentMapping
 
     warnings.filterwarnings("ignore")
     cls, kwargs, shape, mapping = CASES[case]
@@ -35,7 +37,8 @@ def child(case: str, mapped: bool, batch: int, cuda: bool) -> dict:
     torch.manual_seed(0)
     start = time.perf_counter()
     net = getattr(nets, cls.split(".")[1])(**kwargs)
-    module = MappingNetModule(net, **mapping, num_classes=kwargs["num_classes"]) if mapped else net
+    module = MappingNetModule(net, functools.partial(LatentMapping, **mapping), num_classes=kwargs["num_classes"]) \
+        if mapped else net
     module = module.to(device)
     build = time.perf_counter() - start
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-3)

@@ -12,6 +12,7 @@ ResNet-18 with cross-entropy and SGD. Memory is peak RSS of the process (CPU) or
 The plain net runs first and last (a shared machine drifts); ratios are against the mean of the two.
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -30,6 +31,7 @@ def child(budget: int, batch: int, steps: int, cuda: bool, task_only: bool) -> d
 
     import nets
     from lit_modules import MappingNetModule
+    from nets.mapping import LatentMapping
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -37,7 +39,8 @@ def child(budget: int, batch: int, steps: int, cuda: bool, task_only: bool) -> d
     start = time.perf_counter()
     net = nets.CifarResNet18(num_classes=10)
     lambdas = dict(lambda_stab=0.0, lambda_smooth=0.0, lambda_align=0.0) if task_only else {}
-    module = MappingNetModule(net, strategy="lwt", latent_dim=budget, num_classes=10, **lambdas) if budget else net
+    mapping = functools.partial(LatentMapping, strategy="lwt", latent_dim=budget)
+    module = MappingNetModule(net, mapping, num_classes=10, **lambdas) if budget else net
     module = module.to(device)
     build = time.perf_counter() - start
     params = [p for p in module.parameters() if p.requires_grad]

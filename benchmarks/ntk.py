@@ -1,4 +1,4 @@
-"""Exact NTK of the Gulcu ResNet: layer factors (callbacks.ntk) vs the full Jacobian from torch.func.jacrev.
+"""Exact NTK of the Gulcu ResNet: layer factors (nets.resnet_width.ntk) vs the full Jacobian from torch.func.jacrev.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ntk.py [--n 256 --m 256 --depth 10 --repeats 3]
 
@@ -31,7 +31,7 @@ def peak_rss_mb() -> float:
 def measure(method: str, n: int, m: int, depth: int, d: int, repeats: int, out: str) -> None:
     from torch.func import functional_call, jacrev
 
-    from callbacks.ntk import ntk
+    from nets.resnet_width.ntk import ntk
     from datamodules.sphere import sphere_data
     from nets.resnet_width import GulcuResNet
 

@@ -1,10 +1,9 @@
 """Lightning callbacks and loggers shared by every method."""
 from callbacks.csv_logger import ResumableCSVLogger, truncate_metrics
-from callbacks.neuron_pursuit import NeuronPursuit
-from callbacks.saddle_monitor import SaddleMonitor
+from callbacks.neuron_pursuit import NeuronPursuit, SaddleMonitor
 from callbacks.run_callbacks import (FlushLogsOnCheckpoint, NaNGuard, NonFiniteLossError, ParameterCounts, RNGState,
                                      RunCheckpoint, RunStats, SlurmRequeue, parameter_counts)
-from callbacks.ntk import NTKMonitor
+from callbacks.resnet_width import NTKMonitor
 from callbacks.gda_gan import FID, NND, SampleGrids
 
 __all__ = ["NTKMonitor", "FlushLogsOnCheckpoint", "NaNGuard", "NeuronPursuit", "SaddleMonitor", "NonFiniteLossError", "parameter_counts",

@@ -1,10 +1,12 @@
-"""Small full-batch regression data sets (California Housing, a synthetic stand-in), held in float64.
+"""Small regression data sets (California Housing, a synthetic stand-in), held in float64.
 
-Each training "batch" is the whole seeded subset; one epoch repeats it ``steps_per_epoch`` times, so a
-full-batch optimiser takes one step per batch and Lightning checkpoints every ``steps_per_epoch`` steps.
+By default each training "batch" is the whole seeded subset; one epoch repeats it ``steps_per_epoch`` times, so a
+full-batch optimiser takes one step per batch and Lightning checkpoints every ``steps_per_epoch`` steps. With
+``batch_size`` an epoch is one seeded shuffle of the training rows cut into minibatches.
 """
 import csv
 import io
+import os
 import tarfile
 from pathlib import Path
 from typing import Optional
@@ -35,20 +37,37 @@ class FullBatch(Dataset):
         return self.x, self.y
 
 
+class Rows(Dataset):
+    """Rows of (x, y); ``__getitems__`` hands a minibatch out as two tensors."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitems__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
+        return self.x[idx], self.y[idx]
+
+
 class FullBatchRegressionDataModule(pl.LightningDataModule):
-    """A seeded subset of ``n_train`` rows (and a disjoint ``n_test`` rows) of a regression table.
+    """A seeded subset of ``n_train`` rows (and disjoint ``n_val`` and ``n_test`` rows) of a regression table.
 
     Features are standardised with the training subset's mean and (population) std, like scikit-learn's
-    StandardScaler fitted on the subset; the target is left raw. Everything is float64.
+    StandardScaler fitted on the subset; the target is left raw. Everything is float64. ``seed`` fixes the split;
+    the minibatch order (``batch_size`` set) follows the run's seed.
     """
 
-    def __init__(self, n_train: int = 256, n_test: int = 256, seed: int = 0, steps_per_epoch: int = 100) -> None:
+    def __init__(self, n_train: int = 256, n_test: int = 256, seed: int = 0, steps_per_epoch: int = 100,
+                 n_val: int = 0, batch_size: Optional[int] = None) -> None:
         super().__init__()
-        if n_train <= 0 or n_test < 0 or steps_per_epoch <= 0:
-            raise ValueError(f"need n_train > 0, n_test >= 0, steps_per_epoch > 0; got {n_train}, {n_test}, "
-                             f"{steps_per_epoch}")
+        if n_train <= 0 or n_test < 0 or n_val < 0 or steps_per_epoch <= 0 or (batch_size is not None and batch_size <= 0):
+            raise ValueError(f"need n_train > 0, n_val >= 0, n_test >= 0, steps_per_epoch > 0, batch_size > 0; got "
+                             f"{n_train}, {n_val}, {n_test}, {steps_per_epoch}, {batch_size}")
         self.n_train, self.n_test, self.seed, self.steps_per_epoch = n_train, n_test, seed, steps_per_epoch
+        self.n_val, self.batch_size = n_val, batch_size
         self.train_xy: Optional[tuple[Tensor, Tensor]] = None
+        self.val_xy: Optional[tuple[Tensor, Tensor]] = None
         self.test_xy: Optional[tuple[Tensor, Tensor]] = None
 
     def load_table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -59,16 +78,19 @@ class FullBatchRegressionDataModule(pl.LightningDataModule):
         if self.train_xy is not None:
             return
         x, y = self.load_table()
-        if len(x) < self.n_train + self.n_test:
-            raise ValueError(f"{type(self).__name__}: {len(x)} rows cannot give n_train={self.n_train} + "
-                             f"n_test={self.n_test} distinct rows")
+        if len(x) < self.n_train + self.n_val + self.n_test:
+            raise ValueError(f"{type(self).__name__}: the table has {len(x)} rows, fewer than n_train={self.n_train} + "
+                             f"n_val={self.n_val} + n_test={self.n_test} = {self.n_train + self.n_val + self.n_test}")
         order = np.random.default_rng(self.seed).permutation(len(x))
+        # the test rows come right after the training rows, so n_val = 0 keeps the draws of earlier runs
         train, test = order[:self.n_train], order[self.n_train:self.n_train + self.n_test]
+        val = order[self.n_train + self.n_test:self.n_train + self.n_test + self.n_val]
         mean, std = x[train].mean(0), x[train].std(0)
         std[std == 0] = 1.0  # as StandardScaler: constant columns are centred, not scaled
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
         self.train_xy = as_t((x[train] - mean) / std), as_t(y[train])
         self.test_xy = as_t((x[test] - mean) / std), as_t(y[test])
+        self.val_xy = as_t((x[val] - mean) / std), as_t(y[val])
 
     @property
     def in_features(self) -> int:
@@ -78,8 +100,15 @@ class FullBatchRegressionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.trainer is not None and self.trainer.world_size > 1:
             raise ValueError(f"{type(self).__name__} serves one full batch; run it on a single process")
+        if self.batch_size is not None:  # PL_GLOBAL_SEED: the run's seed_everything
+            order = EpochShuffle(self.n_train, shuffle=True, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            return ResumableDataLoader(Rows(*self.train_xy), ResumableBatchSampler(order, self.batch_size),
+                                       collate_fn=keep_batch)
         sampler = ResumableBatchSampler(EpochShuffle(self.steps_per_epoch, shuffle=False), 1)
         return ResumableDataLoader(FullBatch(*self.train_xy, self.steps_per_epoch), sampler, collate_fn=keep_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(FullBatch(*self.val_xy), batch_size=1, collate_fn=keep_batch) if self.n_val else []
 
     def test_dataloader(self) -> DataLoader:
         data = self.test_xy if self.n_test > 0 else self.train_xy
@@ -96,8 +125,8 @@ class CaliforniaHousingDataModule(FullBatchRegressionDataModule):
     """
 
     def __init__(self, root: str = "data", download: bool = False, n_train: int = 256, n_test: int = 256,
-                 seed: int = 0, steps_per_epoch: int = 100) -> None:
-        super().__init__(n_train, n_test, seed, steps_per_epoch)
+                 seed: int = 0, steps_per_epoch: int = 100, n_val: int = 0, batch_size: Optional[int] = None) -> None:
+        super().__init__(n_train, n_test, seed, steps_per_epoch, n_val, batch_size)
         self.root, self.download = Path(root).expanduser(), download
 
     def load_table(self) -> tuple[np.ndarray, np.ndarray]:

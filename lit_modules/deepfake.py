@@ -1,4 +1,5 @@
-"""Deepfake detection (real 0 / fake 1): the supervised and Mapping Networks modules with AUROC and F1.
+"""Deepfake detection (real 0 / fake 1): AUROC and F1 for any 2-class :class:`SupervisedModule` subclass (the
+Mapping Networks ones are in :mod:`lit_modules.mapping`).
 
 Both log ``{val,test}/auroc`` and ``{val,test}/f1`` (fake is the positive class, from softmax(logits)[:, 1]) next to
 the inherited ``acc`` and ``loss``; ``results.json`` also gets the data's class balance.
@@ -8,7 +9,6 @@ from typing import Any, Optional
 from torch import Tensor
 from torchmetrics.classification import BinaryAUROC, BinaryF1Score
 
-from lit_modules.mapping import MappingNetModule
 from lit_modules.supervised import SupervisedModule
 
 
@@ -56,7 +56,3 @@ class DetectionMetrics:
 
 class DeepfakeSupervisedModule(DetectionMetrics, SupervisedModule):
     """:class:`SupervisedModule` (same arguments) with AUROC and F1; the CNN1/CNN2 baselines of Table 5."""
-
-
-class DeepfakeMappingNetModule(DetectionMetrics, MappingNetModule):
-    """:class:`MappingNetModule` (same arguments) with AUROC and F1; the Ours* / Ours-dagger rows of Table 5."""

@@ -1,4 +1,5 @@
-"""Gauss-Newton / Levenberg-Marquardt dynamics of Cayci (arXiv:2412.14031): full-batch Euler steps of flow (1).
+"""Gauss-Newton / Levenberg-Marquardt dynamics of Cayci (arXiv:2412.14031): full-batch Euler steps of flow (1)
+(``GaussNewtonModule``), and Levenberg-Marquardt as a general optimizer (``LevenbergMarquardtModule``).
 
     f(w) = phi(X; w) - phi(X; w_init)                      (nullifying initialisation: a frozen copy of the net)
     loss g(alpha f) = ||alpha f - y||^2,  grad g = 2 r,  r = alpha f - y
@@ -12,11 +13,14 @@ from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_modules.gn_solver import (METHODS, ON_SINGULAR, Damping, DenseJacobian, FuncJacobian, Jacobian,
-                                   SingularSystemError, gn_direction, per_sample_jacobian)
-from lit_modules.gn_theory import theory_constants
+from lit_modules.supervised import SupervisedModule
+from nets.gauss_newton.solver import (METHODS, ON_SINGULAR, Damping, DenseJacobian, FuncJacobian, Jacobian,
+                                      MarquardtSchedule, SingularSystemError, gn_direction, per_sample_jacobian,
+                                      softmax_sqrt_factor)
+from nets.gauss_newton.theory import theory_constants
 
 
 class StepCounter(torch.optim.Optimizer):
@@ -38,7 +42,7 @@ class GaussNewtonModule(pl.LightningModule):
         dt: Euler step of flow (1); the parameter step is (dt / alpha) v.
         eta: if set, the discrete update (13) w <- w - eta v instead (dt is then only the time axis).
         rho: convex damping in [0, 1]: 0 = Gauss-Newton, 1 = gradient flow.
-        method: linear solver (``lstsq``/``primal``/``dual``/``cg``/``cg_dual``, see ``gn_solver``).
+        method: linear solver (``lstsq``/``primal``/``dual``/``cg``/``cg_dual``, see ``nets.gauss_newton.solver``).
         jacobian: ``analytic`` (the net's ``jacobian(x)``), ``autograd`` (vmap of jacrev) or, with a CG
             method, ``matrix_free`` (JVP/VJP; J never formed).
         on_singular: ``error``, ``stop`` (end training), ``pinv``, ``lstsq`` or ``damp`` (re-solve with
@@ -141,7 +145,7 @@ class GaussNewtonModule(pl.LightningModule):
 
     def spectral_logs(self, J: Tensor, grad_out: Tensor) -> dict[str, Tensor]:
         """lambda_min of J^T J and of K = J J^T (one is 0 unless p = n), lambda_max, rank, and the Riemannian
-        gradient P grad g through an orthonormal basis of Im(J) (spec 4.6)."""
+        gradient P grad g through an orthonormal basis of Im(J) (docs/gauss_newton.md)."""
         U, S, _ = torch.linalg.svd(J, full_matrices=False)
         rank = int((S > S[0] * max(J.shape) * torch.finfo(J.dtype).eps).sum())
         coeff = U[:, :rank].T @ grad_out
@@ -181,3 +185,107 @@ class GaussNewtonModule(pl.LightningModule):
         dt = self.hparams.dt
         return {"exit_step": self.exit_step, "exit_time": None if self.exit_step is None else self.exit_step * dt,
                 "fallback_step": self.fallback_step, **{f"theory/{k}": v for k, v in (self.theory or {}).items()}}
+
+
+class LevenbergMarquardtModule(SupervisedModule):
+    """Levenberg-Marquardt training of any ``net``, one batch per step: the whole training set with a full-batch
+    data module, a minibatch otherwise (beyond the GN-dynamics paper; no theory covers minibatches, spec P18).
+
+    Regression: residuals r = net(x) - y. Classification: cross-entropy is not a sum of squares, so the GGN
+    J^T (diag p - p p^T) J is written as J~^T J~ by the square-root trick (``softmax_sqrt_factor``). The step
+    solves (J~^T J~ / B + lam I) d = J~^T u / B and is accepted only if it lowers the batch loss (Marquardt: lam /
+    ``down`` on success, lam * ``up`` and retry otherwise; lam is kept in the checkpoint). Under DDP the p-vector
+    products are summed over processes (``primal`` or ``cg``), so every process takes the joined batch's step.
+
+    Args:
+        method: ``cg`` (matrix-free, at most ``cg_maxiter`` iterations to ``cg_tol``), ``primal`` (dense per-sample
+            J, p x p Cholesky), ``dual`` (dense J, n x n Cholesky, n = rows of J) or ``auto`` (the smaller of the two).
+    """
+
+    def __init__(self, net: nn.Module, task: Literal["classification", "regression"] = "classification",
+                 num_classes: int = 10, lam: float = 1.0, up: float = 3.0, down: float = 2.0, max_tries: int = 3,
+                 method: Literal["cg", "primal", "dual", "auto"] = "cg", cg_maxiter: int = 20,
+                 cg_tol: float = 1e-4) -> None:
+        super().__init__(net, task, num_classes)
+        self.schedule = MarquardtSchedule(lam=lam, up=up, down=down, max_tries=max_tries)  # validates
+        if cg_maxiter < 1:
+            raise ValueError(f"model.cg_maxiter must be >= 1, got {cg_maxiter}")
+        if method not in ("cg", "primal", "dual", "auto"):
+            raise ValueError(f"model.method must be cg, primal, dual or auto, got {method!r}")
+        self.automatic_optimization = False
+
+    def outputs_at(self, theta: Tensor, x: Tensor) -> Tensor:
+        """net(x) with the parameters replaced by the flat vector theta."""
+        names = [(n, p.shape) for n, p in self.net.named_parameters()]
+        chunks = theta.split([s.numel() for _, s in names])
+        return torch.func.functional_call(self.net, {n: c.view(s) for (n, s), c in zip(names, chunks)}, (x,))
+
+    def all_reduce(self, t: Tensor) -> Tensor:
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(t)
+        return t
+
+    def factor(self, out: Tensor, y: Tensor) -> tuple[Optional[Tensor], Tensor]:
+        """(A, u) with J~ = A^T J and u the output-space residual; A is None (the identity) for regression."""
+        if self.task == "classification":
+            return softmax_sqrt_factor(out, y)
+        return None, out.reshape(y.shape) - y
+
+    def batch_loss_sum(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(out, y, reduction="sum")
+        return (out.reshape(y.shape) - y).pow(2).sum()
+
+    def jacobian(self, theta: Tensor, x: Tensor, A: Optional[Tensor], rows: int) -> tuple[Jacobian, str]:
+        method = self.hparams.method
+        if method == "cg":
+            if A is None:
+                return FuncJacobian(lambda t: self.outputs_at(t, x).reshape(-1), theta), method
+            return FuncJacobian(lambda t: torch.einsum("bkc,bk->bc", A, self.outputs_at(t, x)).reshape(-1), theta), method
+        single = lambda t, xi: self.outputs_at(t, xi.unsqueeze(0)).reshape(-1)  # noqa: E731
+        J = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))(theta, x)  # (B, outputs, p)
+        if A is not None:
+            J = torch.einsum("bkc,bkp->bcp", A, J)
+        if method == "auto":
+            method = "primal" if theta.numel() <= rows else "dual"
+        return DenseJacobian(J.reshape(-1, theta.numel())), method
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        hp = self.hparams
+        theta = torch.nn.utils.parameters_to_vector(self.net.parameters()).detach()
+        with torch.no_grad():
+            out = self.outputs_at(theta, x)
+        A, u = self.factor(out, y)
+        global_batch = float(self.all_reduce(torch.tensor(float(len(y)), device=x.device)))
+        loss_sum = self.all_reduce(self.batch_loss_sum(out, y).detach())
+        jac, method = self.jacobian(theta, x, A, u.numel())
+        reduce = self.all_reduce if self.trainer.world_size > 1 else None
+        tries, accepted = 0, False
+        for tries in range(1, self.schedule.max_tries + 1):
+            # (J~^T J~ / B + lam I) d = J~^T u / B  <=>  (J~^T J~ + B lam I) d = J~^T u
+            d, info = gn_direction(jac, u.reshape(-1), Damping.additive(global_batch * self.schedule.lam),
+                                   method=method, cg_maxiter=hp.cg_maxiter, cg_tol=hp.cg_tol, reduce=reduce)
+            with torch.no_grad():
+                new_loss = self.all_reduce(self.batch_loss_sum(self.outputs_at(theta - d, x), y))
+            if new_loss < loss_sum:
+                accepted = True
+                self.schedule.accepted()
+                torch.nn.utils.vector_to_parameters(theta - d, self.net.parameters())
+                break
+            self.schedule.rejected()
+        self.optimizers().step()
+        loss = loss_sum / global_batch
+        self.track_train(loss, out.reshape(y.shape) if self.task == "regression" else out, y)
+        self.log_dict({"train/lam": self.schedule.lam, "train/tries": float(tries), "train/accepted": float(accepted),
+                       "train/cg_iters": float(info.cg_iters)})
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return StepCounter(self.net.parameters(), lr=1.0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["marquardt_lam"] = self.schedule.lam
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.schedule.lam = checkpoint.get("marquardt_lam", self.schedule.lam)

@@ -6,7 +6,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from callbacks.ntk import eig_extremes, ntk
+from nets.resnet_width.ntk import eig_extremes, ntk
+
+SUCCESS = 1e-8  # a run succeeds when L_T <= SUCCESS * L_0 (docs/resnet_width.md)
+FIT_FROM = 1e-4  # the contraction fit starts once L_t <= FIT_FROM * L_0, past the fast modes
 
 
 class FullBatchGD(pl.LightningModule):
@@ -21,6 +24,11 @@ class FullBatchGD(pl.LightningModule):
         lr: absolute step size eta (overrides ``lr_scale``).
         lr_scale: c in eta = c / lambda_max(K_0); the linearised dynamics are stable for c < 2.
         stop_ratio: stop once L_t <= stop_ratio * L_0 (None: run all steps).
+
+    ``results()`` also reports the convergence readouts of docs/resnet_width.md: ``success`` (1.0 if
+    L_T <= 1e-8 L_0), ``steps_to_1e-8``, and the fitted per-step contraction ``rate_measured`` =
+    (L_b/L_a)^(1/(b-a)) between the first step a with L <= 1e-4 L_0 (past the fast modes) and the first step b with
+    L <= 1e-8 L_0 (or the end), against ``rate_predicted`` = (1 - eta lambda_min(K_a))^2.
     """
 
     def __init__(self, net: nn.Module, lr: Optional[float] = None, lr_scale: float = 1.0,
@@ -39,6 +47,8 @@ class FullBatchGD(pl.LightningModule):
         # measured at theta_0 in setup(); buffers, so a resumed run keeps the same eta and references
         for name in ("eta", "loss_start", "lambda_min_start", "lambda_max_start"):
             self.register_buffer(name, torch.tensor(math.nan, dtype=torch.float64))
+        self.losses: list[float] = []  # L(theta_t) for every step t run, in the checkpoint
+        self.fit_lambda_min = math.nan  # lambda_min(K_a) at the start a of the contraction fit
         self.final: dict[str, float] = {}
 
     def forward(self, x: Tensor) -> Tensor:
@@ -73,11 +83,14 @@ class FullBatchGD(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
-        loss = 0.5 * self.residual(batch).pow(2).sum()  # the sum, not the mean (spec P5)
+        loss = 0.5 * self.residual(batch).pow(2).sum()  # the sum, not the mean: eq. (2.5), docs/resnet_width.md
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
         self.log("train/loss", loss)
+        self.losses.append(loss.item())
+        if math.isnan(self.fit_lambda_min) and self.losses[-1] <= FIT_FROM * float(self.loss_start):
+            self.fit_lambda_min = eig_extremes(ntk(self.net, batch[0].to(torch.float64)))[0]
         ratio = self.hparams.stop_ratio
         if ratio is not None and loss.item() <= ratio * float(self.loss_start):
             self.trainer.should_stop = True
@@ -89,7 +102,31 @@ class FullBatchGD(pl.LightningModule):
         with torch.no_grad():
             loss = 0.5 * float(self.residual((x, y.to(self.device))).pow(2).sum())
         lam_min, lam_max = eig_extremes(ntk(self.net, x.to(torch.float64)))
-        self.final = {"train/loss_end": loss, "ntk/lambda_min_end": lam_min, "ntk/lambda_max_end": lam_max}
+        self.final = {"train/loss_end": loss, "ntk/lambda_min_end": lam_min, "ntk/lambda_max_end": lam_max,
+                      **self.convergence([*self.losses, loss], lam_min)}
+
+    def convergence(self, losses: list[float], lambda_min_end: float) -> dict[str, Any]:
+        """Success, steps to 1e-8 L_0 and the fitted contraction over ``losses`` = L(theta_0), ..., L(theta_T)."""
+        first_below = lambda level: next((t for t, v in enumerate(losses) if v <= level * losses[0]), None)  # noqa: E731
+        start, end = first_below(FIT_FROM), first_below(SUCCESS)
+        lam = self.fit_lambda_min
+        if start is None:  # never reached 1e-4 L_0: fit over the second half of the run
+            start, lam = len(losses) // 2, lambda_min_end
+        end = len(losses) - 1 if end is None else end
+        eta = float(self.eta)
+        return {"success": float(losses[-1] <= SUCCESS * losses[0]), "steps_to_1e-8": first_below(SUCCESS),
+                "rate_fit_start": start, "rate_fit_end": end, "rate_predicted": (1 - eta * lam) ** 2,
+                "rate_measured": (losses[end] / losses[start]) ** (1 / (end - start)) if end > start else None,
+                # the measured counterpart of R in (5.1): 4 ||r_0|| / sigma_min(J_0)
+                "radius_R": 4 * math.sqrt(2 * losses[0] / float(self.lambda_min_start))
+                if self.lambda_min_start > 0 else None}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["full_batch_gd"] = {"losses": self.losses, "fit_lambda_min": self.fit_lambda_min}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("full_batch_gd", {"losses": [], "fit_lambda_min": math.nan})
+        self.losses, self.fit_lambda_min = list(state["losses"]), state["fit_lambda_min"]
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         r = self.residual(batch)

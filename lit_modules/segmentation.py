@@ -1,7 +1,8 @@
 """Semantic segmentation: pixel cross-entropy with an ignore label, pixel accuracy, mIoU, per-class IoU, W&B masks.
 
 ``SegmentationTask`` turns any :class:`SupervisedModule` subclass into a segmentation module, so the plain net
-(``SegmentationModule``) and the mapping-network net (``MappingSegmentationModule``) share one implementation.
+(``SegmentationModule``) and the mapping-network net (:class:`lit_modules.mapping.MappingSegmentationModule`) share
+one implementation.
 """
 import math
 from typing import Any, Optional
@@ -13,7 +14,6 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from lit_modules.mapping import MappingNetModule
 from lit_modules.supervised import SupervisedModule, adam
 
 
@@ -144,11 +144,3 @@ class SegmentationModule(SegmentationTask, SupervisedModule):
         super().__init__(net, "classification", num_classes, optimizer, lr_scheduler)
         self.setup_segmentation(num_classes, ignore_index, log_images_every_n_epochs, num_logged_images)
 
-
-class MappingSegmentationModule(SegmentationTask, MappingNetModule):
-    """A :class:`MappingNetModule` (all of its arguments) trained and evaluated as segmentation."""
-
-    def __init__(self, *args: Any, ignore_index: int = 255, log_images_every_n_epochs: int = 5,
-                 num_logged_images: int = 4, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.setup_segmentation(self.hparams.num_classes, ignore_index, log_images_every_n_epochs, num_logged_images)

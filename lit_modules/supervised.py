@@ -14,6 +14,18 @@ def adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
 
 
+class CosineAnnealingLR(torch.optim.lr_scheduler.CosineAnnealingLR):
+    """torch's cosine annealing (per epoch) whose ``T_max`` defaults to the run's ``trainer.max_epochs`` (set by
+    :meth:`SupervisedModule.configure_optimizers`), so that ``--trainer.max_epochs 30`` decays to ``eta_min`` over
+    30 epochs without a second flag. An explicit ``T_max`` is kept."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, T_max: Optional[int] = None, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
+        self.follows_run = T_max is None
+        # the initial step does not use T_max; configure_optimizers sets it before the first epoch ends
+        super().__init__(optimizer, 1 if T_max is None else T_max, eta_min, last_epoch)
+
+
 class SupervisedModule(pl.LightningModule):
     """Trains ``net`` with cross-entropy (classification) or MSE (regression).
 
@@ -90,4 +102,10 @@ class SupervisedModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if getattr(scheduler, "follows_run", False):
+            epochs = self.trainer.max_epochs
+            if epochs is None or epochs < 1:
+                raise ValueError("lr_scheduler CosineAnnealingLR without T_max follows trainer.max_epochs, which is "
+                                 f"{epochs}: give T_max or a positive trainer.max_epochs")
+            scheduler.T_max = epochs
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}

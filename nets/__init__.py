@@ -2,10 +2,10 @@
 from nets.cnn import CNN1, CNN2
 from nets.lstm import LSTMRegressor
 from nets.resnet import CifarResNet18, ResNet50, resnet50
-from nets.two_layer import TwoLayerTanh
-from nets.growable import GrowableNet
+from nets.gauss_newton import TanhMLP, TwoLayerTanh
+from nets.neuron_pursuit import GrowableNet
 from nets.resnet_width import GulcuResNet
 from nets.unet import CNN3
 from nets.video_features import VideoFeatures
 
-__all__ = ["GulcuResNet", "CifarResNet18", "CNN1", "CNN2", "GrowableNet", "LSTMRegressor", "ResNet50", "resnet50", "TwoLayerTanh", "CNN3", "VideoFeatures"]
+__all__ = ["GulcuResNet", "CifarResNet18", "CNN1", "CNN2", "GrowableNet", "LSTMRegressor", "ResNet50", "resnet50", "TanhMLP", "TwoLayerTanh", "CNN3", "VideoFeatures"]

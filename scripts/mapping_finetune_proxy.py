@@ -12,6 +12,7 @@ it. Test accuracy is on all 5,000 test images of classes 5-9. Prints JSON lines 
 setting (no deepfakes, no ImageNet ResNet-50): it shows the mechanism only.
 """
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -99,14 +100,16 @@ def run(kind: str, layers: str, tie: int, value: float, data: dict, weights: Pat
         seed: int) -> dict:
     """One fine-tuning run; ``value`` is alpha (mapping) or the lr (plain)."""
     from lit_modules import FineTuneModule, MappingFineTuneModule
+    from nets.mapping import ModulationMapping
 
     net = target_net(weights, seed)
     if kind == "plain":
         module = FineTuneModule(net, layers, batchnorm=args.batchnorm, num_classes=5,
                                 optimizer=lambda p: torch.optim.Adam(p, lr=value))
     else:
-        module = MappingFineTuneModule(net, layers, tie, latent_dim=2048 if layers == "all" else 1024, alpha=value,
-                                       batchnorm=args.batchnorm, num_classes=5,
+        mapping = functools.partial(ModulationMapping, layers=layers, tie=tie,
+                                    latent_dim=2048 if layers == "all" else 1024, alpha=value)
+        module = MappingFineTuneModule(net, mapping, batchnorm=args.batchnorm, stab_samples=8, num_classes=5,
                                        optimizer=lambda p: torch.optim.Adam(p, lr=args.latent_lr))
     torch.manual_seed(seed)
     seconds = fit(module, *data["train"], args.epochs, args.batch, seed)

@@ -1,35 +1,41 @@
-"""Plots and a summary table from scripts/resnet_width_sweep.py output.
+"""Figures and summary lines from the resnet_width grids' runs (sweep.py folders).
 
-    .venv/bin/python scripts/resnet_width_plots.py docs/results/resnet_width_sweep.jsonl --outdir docs/results
+    .venv/bin/python scripts/resnet_width_plots.py --width DIR [--depth DIR] [--boundary DIR] --outdir docs/results
 
-Writes resnet_width_success.png (success fraction vs m/n, per n at H = 10 and per H at n = 32, and
-lambda_min/lambda_max of K_0 vs m/n),
-resnet_width_contraction.png (fitted per-step loss contraction vs (1 - eta lambda_min(K_t))^2) and
-resnet_width_kernel.png (lambda_min(K_0) vs the alpha_0^2 bound (3.21)) and, when the n = 256 "boundary" grid
-ran, resnet_width_boundary.png (lambda_min(K_0) and L_T/L_0 vs m around m = n/d); prints a markdown table.
+Each DIR is the ``--out`` of ``sweep.py configs/resnet_width/grids/<grid>.yaml``; every run's results.json is read
+with its config.yaml (n, m, H, T). The per-cell means are in DIR/table.md; this script draws what needs one dot per
+run and prints the statistics pooled over cells:
+
+- resnet_width_success.png: success fraction (L_T <= 1e-8 L_0) vs m/n per n at H = 10 (width grid), per H at
+  n = 32 (depth grid plus the width grid's n = 32 cells), and lambda_min/lambda_max of K_0 vs m/n;
+- resnet_width_contraction.png: fitted per-step loss contraction vs (1 - eta lambda_min(K_a))^2;
+- resnet_width_kernel.png: lambda_min(K_0) vs the alpha_0^2 bound (3.21);
+- resnet_width_boundary.png (with --boundary): lambda_min(K_0) and L_T/L_0 vs m around m = n/d at n = 256.
 """
 import argparse
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, Optional
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def load(path: Path) -> list[dict]:
-    """One record per (n, m, H, seed, lr_scale, labels): the run with the most steps allowed."""
-    best: dict[tuple, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            key = (r["n"], r["m"], r["depth"], r["seed"], r["lr_scale"], r["labels"])
-            if key not in best or r["max_steps"] > best[key]["max_steps"]:
-                best[key] = r
-    return list(best.values())
+def load(out: Optional[Path]) -> list[dict[str, Any]]:
+    """One record per finished run under a sweep folder: results.json plus n, m, H, d, T from its config.yaml."""
+    records = []
+    for path in sorted(out.glob("*/seed_*/version_*/results.json")) if out else []:
+        config = yaml.safe_load((path.parent / "config.yaml").read_text())
+        net, data = config["model"]["init_args"]["net"]["init_args"], config["data"]["init_args"]
+        records.append({**json.loads(path.read_text()), "n": data["n"], "d": data["d"], "m": net["width"],
+                        "ratio": net["width"] / data["n"], "depth": net["depth"],
+                        "max_steps": config["trainer"]["max_steps"]})
+    return records
 
 
 def steps_label(runs: list[dict]) -> str:
@@ -40,14 +46,13 @@ def steps_label(runs: list[dict]) -> str:
 
 
 def success_curves(ax: plt.Axes, runs: list[dict], key: str, label: str) -> None:
-    groups: dict[int, dict[float, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         groups[r[key]][r["ratio"]].append(r["success"])
     for k, value in enumerate(sorted(groups)):
         ratios = sorted(groups[value])
         offset = 0.015 * k  # keeps overlapping curves visible
-        ax.plot(ratios, [sum(groups[value][c]) / len(groups[value][c]) + offset for c in ratios], "o-",
-                label=f"{label}={value}")
+        ax.plot(ratios, [statistics.fmean(groups[value][c]) + offset for c in ratios], "o-", label=f"{label}={value}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("m / n")
     ax.set_ylabel("success fraction (L_T <= 1e-8 L_0), offset 0.015/curve", fontsize=9)
@@ -55,127 +60,119 @@ def success_curves(ax: plt.Axes, runs: list[dict], key: str, label: str) -> None
     ax.legend(fontsize=8)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("jsonl", type=Path)
-    parser.add_argument("--outdir", type=Path, default=Path("docs/results"))
-    parser.add_argument("--lr-scale", type=float, default=1.0, help="runs to use; figures only for 1.0 and sign")
-    parser.add_argument("--labels", choices=["sign", "gaussian"], default="sign")
-    args = parser.parse_args()
-    runs = [r for r in load(args.jsonl) if r["lr_scale"] == args.lr_scale and r["labels"] == args.labels]
-    if (args.lr_scale, args.labels) == (1.0, "sign"):
-        figures(runs, args.outdir)
-    table(runs)
+def loglog_axes(ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
 
 
-def figures(runs: list[dict], outdir: Path) -> None:
-
+def success_figure(width: list[dict], depth: list[dict], outdir: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    width_runs = [r for r in runs if r["depth"] == 10 and r["n"] <= 128]
-    success_curves(axes[0], width_runs, "n", "n")
+    success_curves(axes[0], width, "n", "n")
     axes[0].set_title("H = 10, eta = 1/lambda_max(K_0)", fontsize=10)
-    success_curves(axes[1], [r for r in runs if r["n"] == 32], "depth", "H")
+    success_curves(axes[1], [r for r in depth + width if r["n"] == 32], "depth", "H")
     axes[1].set_title("n = 32, eta = 1/lambda_max(K_0)", fontsize=10)
-    for n in sorted({r["n"] for r in width_runs}):
-        sel = sorted((r["ratio"], r["start"]["lambda_min"] / r["start"]["lambda_max"]) for r in width_runs if r["n"] == n)
+    for n in sorted({r["n"] for r in width}):
+        sel = sorted((r["ratio"], r["ntk/lambda_min_start"] / r["ntk/lambda_max_start"]) for r in width if r["n"] == n)
         axes[2].plot(*zip(*sel), "o", alpha=0.6, label=f"n={n}")
     axes[2].set_xscale("log", base=2)
     axes[2].set_yscale("log")
-    axes[2].set_xlabel("m / n")
-    axes[2].set_ylabel("eta lambda_min(K_0) = lambda_min / lambda_max")
+    axes[2].set(xlabel="m / n", ylabel="eta lambda_min(K_0) = lambda_min / lambda_max")
     axes[2].set_title("H = 10: what sets the rate (one dot per seed)", fontsize=10)
     axes[2].legend(fontsize=8)
-    fig.suptitle(f"max steps {steps_label(runs)}", fontsize=8)
+    fig.suptitle(f"max steps {steps_label(width + depth)}", fontsize=8)
     fig.tight_layout()
     fig.savefig(outdir / "resnet_width_success.png", dpi=120)
 
+
+def fitted(runs: list[dict]) -> list[dict]:
+    """Runs with a contraction fit and lambda_min(K_a) > 0 (drops NaN and near-singular kernels)."""
+    return [r for r in runs if r["rate_measured"] is not None and 1 - r["rate_predicted"] > 0
+            and 1 - r["rate_measured"] > 0]
+
+
+def contraction_figure(runs: list[dict], outdir: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
-    fitted = [r for r in runs if r["rate_fit_steps"][1] > r["rate_fit_steps"][0]
-              and 1 - r["rate_predicted"] > 0 and 1 - r["rate_measured"] > 0]  # drops lambda_min <= 0 and NaN
-    for depth in sorted({r["depth"] for r in fitted}):
-        sel = [r for r in fitted if r["depth"] == depth]
+    fits = fitted(runs)
+    for depth in sorted({r["depth"] for r in fits}):
+        sel = [r for r in fits if r["depth"] == depth]
         ax.scatter([1 - r["rate_predicted"] for r in sel], [1 - r["rate_measured"] for r in sel], s=12, label=f"H={depth}")
-    lo = min(min(1 - r["rate_predicted"], 1 - r["rate_measured"]) for r in fitted)
-    hi = max(max(1 - r["rate_predicted"], 1 - r["rate_measured"]) for r in fitted)
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = predicted")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("1 - (1 - eta lambda_min(K_t))^2  (linearised prediction)")
-    ax.set_ylabel("1 - fitted per-step loss ratio")
-    ax.set_title("per-step contraction of the loss")
-    ax.legend(fontsize=8)
+    ends = [1 - r[k] for r in fits for k in ("rate_predicted", "rate_measured")]
+    ax.plot([min(ends), max(ends)], [min(ends), max(ends)], "k--", lw=1, label="measured = predicted")
+    loglog_axes(ax, "1 - (1 - eta lambda_min(K_a))^2  (linearised prediction)", "1 - fitted per-step loss ratio",
+                "per-step contraction of the loss")
     fig.tight_layout()
     fig.savefig(outdir / "resnet_width_contraction.png", dpi=120)
 
-    boundary = [r for r in runs if r["n"] == 256]
-    if boundary:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for depth in sorted({r["depth"] for r in boundary}):
-            sel = sorted((r for r in boundary if r["depth"] == depth), key=lambda r: r["m"])
-            axes[0].plot([r["m"] for r in sel], [max(r["start"]["lambda_min"], 1e-12) for r in sel], "o",
-                         alpha=0.6, label=f"H={depth}")
-            axes[1].plot([r["m"] for r in sel], [r["loss_end"] / r["loss_start"] for r in sel], "o", alpha=0.6,
-                         label=f"H={depth}")
-        for ax, ylabel in zip(axes, ["lambda_min(K_0)", f"L_T / L_0 (T = {boundary[0]['max_steps']})"]):
-            ax.axvline(256 / boundary[0]["d"], color="k", ls="--", lw=1, label="m = n/d")
-            ax.set_yscale("log")
-            ax.set_xlabel("width m (n = 256, d = 10)")
-            ax.set_ylabel(ylabel)
-            ax.legend(fontsize=8)
-        fig.suptitle("n = 256: rank(G1) <= m d, so below m = n/d only the small deeper blocks keep K invertible "
-                     "(lambda_min <= 0 drawn at 1e-12)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(outdir / "resnet_width_boundary.png", dpi=120)
 
+def boundary_figure(boundary: list[dict], outdir: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for depth in sorted({r["depth"] for r in boundary}):
+        sel = sorted((r for r in boundary if r["depth"] == depth), key=lambda r: r["m"])
+        axes[0].plot([r["m"] for r in sel], [max(r["ntk/lambda_min_start"], 1e-12) for r in sel], "o", alpha=0.6,
+                     label=f"H={depth}")
+        axes[1].plot([r["m"] for r in sel], [1 / r["train/loss_reduction"] for r in sel], "o", alpha=0.6,
+                     label=f"H={depth}")
+    n, d = boundary[0]["n"], boundary[0]["d"]
+    for ax, ylabel in zip(axes, ["lambda_min(K_0)", f"L_T / L_0 (T = {boundary[0]['max_steps']})"]):
+        ax.axvline(n / d, color="k", ls="--", lw=1, label="m = n/d")
+        ax.set_yscale("log")
+        ax.set(xlabel=f"width m (n = {n}, d = {d})", ylabel=ylabel)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"n = {n}: rank(G1) <= m d, so below m = n/d only the small deeper blocks keep K invertible "
+                 "(lambda_min <= 0 drawn at 1e-12)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(outdir / "resnet_width_boundary.png", dpi=120)
+
+
+def kernel_figure(width: list[dict], outdir: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
-    for n in sorted({r["n"] for r in runs}):
-        sel = [r for r in runs if r["n"] == n and r["depth"] == 10]
-        ax.scatter([r["alpha0_sq_bound"] for r in sel], [r["start"]["lambda_min"] for r in sel], s=12, label=f"n={n}")
-    ends = [r["alpha0_sq_bound"] for r in runs]
+    for n in sorted({r["n"] for r in width}):
+        sel = [r for r in width if r["n"] == n]
+        ax.scatter([r["ntk/alpha0_sq_bound"] for r in sel], [r["ntk/lambda_min_start"] for r in sel], s=12,
+                   label=f"n={n}")
+    ends = [r["ntk/alpha0_sq_bound"] for r in width]
     ax.plot([min(ends), max(ends)], [min(ends), max(ends)], "k--", lw=1, label="= bound")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("alpha_0^2 bound (3.21), delta' = 0")
-    ax.set_ylabel("lambda_min(K_0)")
-    ax.set_title("H = 10: NTK at initialisation vs the bound")
-    ax.legend(fontsize=8)
+    loglog_axes(ax, "alpha_0^2 bound (3.21), delta' = 0", "lambda_min(K_0)", "H = 10: NTK at initialisation vs the bound")
     fig.tight_layout()
     fig.savefig(outdir / "resnet_width_kernel.png", dpi=120)
 
 
-
-def table(runs: list[dict]) -> None:
-    print("| n | m | m/n | H | p | T | seeds | success | median steps to 1e-8 | max L_T/L_0 | median lambda_min(K_0) | median lambda_min(K_T) "
-          "| median lambda_min(G1_0)/lambda_min(K_0) | median lambda(X) | median theta dist | median R |")
-    print("|" + "---|" * 16)
-    cells: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        cells[(r["depth"], r["n"], r["m"])].append(r)
-    med = lambda xs: statistics.median(xs)  # noqa: E731
-    for (depth, n, m), rs in sorted(cells.items()):
-        reached = [r["steps_to_1e-8"] for r in rs if r["steps_to_1e-8"] is not None]
-        p = m * rs[0]["d"] + (depth - 1) * m * m
-        print(f"| {n} | {m} | {m / n:g} | {depth} | {p} | {max(r['max_steps'] for r in rs)} | {len(rs)} "
-              f"| {sum(r['success'] for r in rs)}/{len(rs)} | {med(reached) if reached else '-'} "
-              f"| {max(r['loss_end'] / r['loss_start'] for r in rs):.1e} | {med([r['start']['lambda_min'] for r in rs]):.3g} "
-              f"| {med([r['end']['lambda_min'] for r in rs]):.3g} "
-              f"| {med([r['start']['first_layer_lambda_min'] / r['start']['lambda_min'] for r in rs]):.3f} "
-              f"| {med([r['data_kernel_lambda_min'] for r in rs]):.3g} | {med([r['theta_distance'] for r in rs]):.3g} "
-              f"| {med([r['radius_R'] or float('inf') for r in rs]):.3g} |")
-
-    fitted = [r for r in runs if r["rate_fit_steps"][1] > r["rate_fit_steps"][0] and 1 - r["rate_predicted"] > 0]
-    for name, sel in (("runs that reached 1e-8 L_0", [r for r in fitted if r["success"]]), ("all fitted runs", fitted)):
+def summary(runs: list[dict]) -> None:
+    """Statistics pooled over every run: contraction error, the (3.21) bound, laziness."""
+    fits = [r for r in runs if r["rate_measured"] is not None and 1 - r["rate_predicted"] > 0]
+    for name, sel in (("runs that reached 1e-8 L_0", [r for r in fits if r["success"]]), ("all fitted runs", fits)):
         errors = sorted(abs(r["rate_measured"] - r["rate_predicted"]) / (1 - r["rate_predicted"]) for r in sel)
         if errors:
             print(f"contraction, {name} ({len(errors)}): |rho_measured - rho_predicted| / (1 - rho_predicted) median "
                   f"{statistics.median(errors):.3g}, 90th percentile {errors[int(0.9 * (len(errors) - 1))]:.3g}, "
                   f"max {errors[-1]:.3g}")
-    bound = [r["start"]["lambda_min"] / r["alpha0_sq_bound"] for r in runs if r["start"]["lambda_min"] > 0]
+    bound = [r["ntk/lambda_min_start"] / r["ntk/alpha0_sq_bound"] for r in runs if r["ntk/lambda_min_start"] > 0]
     if bound:
-        print(f"lambda_min(K_0) / alpha_0^2 bound: min {min(bound):.3g}, median {statistics.median(bound):.3g}")
-    lazy = [r["theta_distance"] / r["radius_R"] for r in runs if r["radius_R"]]
+        print(f"lambda_min(K_0) / alpha_0^2 bound ({len(bound)} runs): min {min(bound):.3g}, "
+              f"median {statistics.median(bound):.3g}")
+    lazy = [r["ntk/theta_distance"] / r["radius_R"] for r in runs if r["radius_R"]]
     if lazy:
-        print(f"||theta_T - theta_0|| / R: max {max(lazy):.3g}, median {statistics.median(lazy):.3g}")
+        print(f"||theta_T - theta_0|| / R ({len(lazy)} runs): max {max(lazy):.3g}, median {statistics.median(lazy):.3g}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=Path, required=True, help="sweep folder of grids/width.yaml")
+    parser.add_argument("--depth", type=Path, help="sweep folder of grids/depth.yaml")
+    parser.add_argument("--boundary", type=Path, help="sweep folder of grids/boundary.yaml")
+    parser.add_argument("--outdir", type=Path, default=Path("docs/results"))
+    args = parser.parse_args()
+    width, depth, boundary = load(args.width), load(args.depth), load(args.boundary)
+    if not width:
+        parser.error(f"no finished runs under {args.width}")
+    success_figure(width, depth, args.outdir)
+    contraction_figure(width + depth + boundary, args.outdir)
+    kernel_figure(width, args.outdir)
+    if boundary:
+        boundary_figure(boundary, args.outdir)
+    summary(width + depth + boundary)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Thm 6.1's constants next to the measured NTK at initialisation (spec sections 3.2-3.3, readouts d and f).
+"""Thm 6.1's constants next to the measured NTK at initialisation (docs/resnet_width.md).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/resnet_width_theory.py [--n 16 32 64 128 --seeds 0 1 2]
 
@@ -11,10 +11,10 @@ import statistics
 import torch
 
 
-from callbacks.ntk import eig_extremes, ntk
+from nets.resnet_width.ntk import eig_extremes, ntk
 from datamodules.sphere import sphere_data
-from nets.resnet_width import GulcuResNet, data_kernel
-from nets.resnet_width_theory import kappa_at_init, theory
+from nets.resnet_width.net import GulcuResNet, data_kernel
+from nets.resnet_width.theory import kappa_at_init, theory
 
 
 def main() -> None:

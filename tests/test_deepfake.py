@@ -15,6 +15,7 @@ from datamodules.deepfake_videos import celebdf_videos, decode_frames, ffpp_vide
 from lit_modules.deepfake import FakeAUROC, FakeF1
 from nets.video_features import FEATURE_DIM as NET_FEATURE_DIM
 from tests.conftest import ROOT, read_metrics, read_results, run_dir, run_train
+from tests.mapping.grid_cells import grid_cells, mapping_settings, resolved_config
 
 av = pytest.importorskip("av")
 spec = importlib.util.spec_from_file_location("extract", ROOT / "scripts" / "extract_deepfake_features.py")
@@ -237,13 +238,18 @@ def test_auroc_and_f1_match_their_definitions() -> None:
 
 
 # ---------------------------------------------------------------------- train.py end to end
-def test_table5_configs_exist() -> None:
+def test_every_table5_row_is_a_cell() -> None:
     rows = {"cnn1": (1024, 2048, 1956, 2792), "cnn2": (1024, 2048, 1872, 2688)}
-    for net, dims in rows.items():
-        for dataset in ("celebdf", "ffpp"):
-            assert (ROOT / f"configs/baseline/{net}_{dataset}.yaml").is_file()
-            for d, strategy in zip(dims, ("slvt", "slvt", "lwt", "lwt")):
-                assert (ROOT / f"configs/mapping/{net}_{strategy}_{dataset}_{d}.yaml").is_file()
+    cells = grid_cells("table5_deepfake")
+    expected = {f"{net}_{dataset}" for net in rows for dataset in ("celebdf", "ffpp")} | {
+        f"{net}_{strategy}_{dataset}_{d}" for net, dims in rows.items() for dataset in ("celebdf", "ffpp")
+        for d, strategy in zip(dims, ("slvt", "slvt", "lwt", "lwt"))}
+    assert set(cells) == expected
+    for cell in expected - {f"{net}_{dataset}" for net in rows for dataset in ("celebdf", "ffpp")}:
+        net, strategy, dataset, d = cell.split("_")
+        config = resolved_config(cells[cell])
+        assert (mapping_settings(config)["strategy"], mapping_settings(config)["latent_dim"]) == (strategy, int(d))
+        assert config["data"]["init_args"]["dataset"] == dataset
 
 
 def test_baseline_fits_one_epoch_with_detection_metrics(data: dict[str, Path], tmp_path: Path) -> None:
@@ -258,7 +264,7 @@ def test_baseline_fits_one_epoch_with_detection_metrics(data: dict[str, Path], t
 
 
 def test_mapping_row_runs_a_step(data: dict[str, Path], tmp_path: Path) -> None:
-    args = ["--config", "configs/mapping/cnn2_lwt_celebdf_1872.yaml", "--data.root", str(data["features"]),
+    args = [*grid_cells("table5_deepfake")["cnn2_lwt_celebdf_1872"], "--data.root", str(data["features"]),
             "--data.batch_size", "4", "--data.val_fraction", "0.25", "--trainer.max_steps", "1", "--name", "map"]
     assert run_train(args, tmp_path) == 0
     results = read_results(run_dir(tmp_path, "map"))

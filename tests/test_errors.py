@@ -173,13 +173,13 @@ def test_evaluation_needs_a_checkpoint_or_config(runs: Path, capsys: pytest.Capt
 
 def test_test_of_another_models_checkpoint(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {}, "overparam": {"model_class": "lit_modules.wgan_gp.WGANGPModule"}}, path)
-    fails_cleanly(["test", *BASE, "--ckpt_path", str(path)], runs, capsys, "written by lit_modules.wgan_gp")
+    torch.save({"state_dict": {}, "overparam": {"model_class": "lit_modules.gda_gan.WGANGPModule"}}, path)
+    fails_cleanly(["test", *BASE, "--ckpt_path", str(path)], runs, capsys, "written by lit_modules.gda_gan")
     assert not (runs / "exp" / "eval_0").exists()
 
 
 def test_torchscript_export_of_a_growing_net(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    args = ["export", "--config", "configs/neuron_pursuit/gaussian_h1.yaml", "--name", "exp", "--format",
+    args = ["export", "--config", "configs/neuron_pursuit/gaussian.yaml", "--name", "exp", "--format",
             "torchscript"]
     fails_cleanly(args, runs, capsys, "network grows during training")
 

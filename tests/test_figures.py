@@ -21,7 +21,8 @@ def test_classifier_gets_confusion_matrix_and_misclassified_examples(tmp_path: P
 
 
 def test_mapping_run_draws_latent_norm_lambdas_and_weight_histograms(tmp_path: Path) -> None:
-    train.run(["fit", "--config", "configs/mapping/cnn2_lwt_fmnist_1872.yaml", "--name", "map",
+    train.run(["fit", "--config", "configs/mapping/cnn2_fmnist.yaml", "--model.mapping.strategy", "lwt",
+               "--model.mapping.latent_dim", "1872", "--name", "map",
                "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir",
                str(tmp_path), *ARGS, *QUIET])  # W&B off: PNG files only
     figures = run_dir(tmp_path, "map") / "figures"
@@ -30,6 +31,7 @@ def test_mapping_run_draws_latent_norm_lambdas_and_weight_histograms(tmp_path: P
 
 
 def test_resnet_width_run_draws_the_ntk_spectrum(tmp_path: Path) -> None:
-    train.run(["--config", "configs/resnet_width/n16_m16_h10.yaml", "--name", "ntk", "--trainer.max_steps", "20",
+    train.run(["--config", "configs/resnet_width/resnet_sphere.yaml", "--data.init_args.n", "16",
+               "--model.init_args.net.init_args.width", "16", "--name", "ntk", "--trainer.max_steps", "20",
                "--trainer.default_root_dir", str(tmp_path), *QUIET])
     assert (run_dir(tmp_path, "ntk") / "figures" / "ntk_spectrum.png").stat().st_size > 5000

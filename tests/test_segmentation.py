@@ -13,6 +13,7 @@ from lit_modules.segmentation import SegmentationModule, colourise
 from nets import CNN3
 from tests.cityscapes_fixture import write_cityscapes
 from tests.conftest import read_metrics, read_results, run_dir, run_train
+from tests.mapping.grid_cells import grid_cells
 
 # cityscapesScripts labels.py: label id -> train id of the 19 evaluated classes; all other ids are ignored
 OFFICIAL = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
@@ -147,28 +148,28 @@ def test_wandb_gets_masks_every_n_validation_epochs(cityscapes: Path, tmp_path: 
     assert len(masks) == 4  # prediction and ground truth for each of the 2 images, logged once (epoch 2)
 
 
-@pytest.mark.parametrize("config,dims,extra", [
+@pytest.mark.parametrize("cell,dims,extra", [
     pytest.param("cnn3_slvt_cityscapes_8192", 8192, [], marks=pytest.mark.slow),  # ~20 s building the projector
-    ("cnn3_slvt_cityscapes_8192", 1024, ["--model.latent_dim", "1024"]),
+    ("cnn3_slvt_cityscapes_8192", 1024, ["--model.mapping.latent_dim", "1024"]),
     ("cnn3_lwt_cityscapes_9126", 9126, [])])
-def test_mapping_configs_train_one_step_through_the_structured_projector(cityscapes: Path, tmp_path: Path,
-                                                                        config: str, dims: int,
-                                                                        extra: list[str]) -> None:
-    args = ["--config", f"configs/mapping/{config}.yaml", "--data.root", str(cityscapes), *SMALL, *extra,
-            "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
+def test_mapping_cells_train_one_step_through_the_structured_projector(cityscapes: Path, tmp_path: Path, cell: str,
+                                                                      dims: int, extra: list[str]) -> None:
+    args = [*grid_cells("table6_cityscapes")[cell], "--data.root", str(cityscapes), *SMALL, *extra,
+            "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+            "--name", cell]
     assert run_train(args, tmp_path) == 0
-    res = read_results(run_dir(tmp_path, config))
+    res = read_results(run_dir(tmp_path, cell))
     assert res["trainable_params"] == dims and res["total_params"] == 1_734_803
     assert set(res["projectors"]) == {"hadamard"} and sum(res["latent_dims"]) == dims
     assert res["mapper_bytes"] < 0.01 * 4 * 1_734_803 * dims  # a dense fp32 P x d mapping: 57 GB at d = 8192
     assert len(res["test/iou_per_class"]) == 19
-    metrics = read_metrics(run_dir(tmp_path, config))
+    metrics = read_metrics(run_dir(tmp_path, cell))
     assert {"train/stab", "train/smooth", "train/align"} <= set(metrics[0])
 
 
 def test_mapping_segmentation_resume_mid_epoch_reproduces_the_run(cityscapes: Path, tmp_path: Path) -> None:
-    base = ["--config", "configs/mapping/cnn3_lwt_cityscapes_9126.yaml", "--data.root", str(cityscapes), *SMALL,
-            "--model.latent_dim", "512", "--data.batch_size", "2", "--trainer.max_epochs", "2"]
+    base = [*grid_cells("table6_cityscapes")["cnn3_lwt_cityscapes_9126"], "--data.root", str(cityscapes), *SMALL,
+            "--model.mapping.latent_dim", "512", "--data.batch_size", "2", "--trainer.max_epochs", "2"]
     assert run_train([*base, "--name", "full"], tmp_path) == 0
     assert run_train([*base, "--name", "cut", "--trainer.max_steps", "3"], tmp_path) == 0
     assert run_train([*base, "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0

@@ -152,6 +152,8 @@ def test_duplicate_cells_jobs_zero_and_foreign_folder(finished: tuple[Path, Path
     grid, out = finished
     done = run_sweep(grid, tmp_path / "out", "--jobs", "0")
     assert done.returncode == 1 and "--jobs must be at least 1" in done.stderr
+    done = run_sweep(grid, tmp_path / "out", "--threads", "0")
+    assert done.returncode == 1 and "--threads must be at least 1" in done.stderr
     other = write_grid(tmp_path / "other.yaml", {**GRID, "name": "other"})
     before = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".sweep.lock")
     done = run_sweep(other, out)

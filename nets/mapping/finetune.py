@@ -17,6 +17,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from nets.mapping.base import ParameterMapping
 from nets.mapping.projectors import DenseProjector, ProjectorKind, make_projector
 
 LayerSet = Literal["all", "layer4+fc"]
@@ -77,8 +78,8 @@ class RowOrthonormal(nn.Module):
         return self.inner.memory_bytes()
 
 
-class ModulationMapping(nn.Module):
-    """Latent z -> modulated copies of ``net``'s W_f tensors (Eq. 25); the interface of :class:`LatentMapping`.
+class ModulationMapping(ParameterMapping):
+    """Latent z -> modulated copies of ``net``'s W_f tensors (Eq. 25): one group, one latent.
 
     Args:
         net: the pretrained net; only its parameter names and shapes are read here.
@@ -94,7 +95,9 @@ class ModulationMapping(nn.Module):
         seed: seed of the fixed projection.
     """
 
-    def __init__(self, net: nn.Module, layers: LayerSet = "all", tie: int = 1, latent_dim: int = 2048,
+    # layers is typed str, not LayerSet, so a bad value in a config reaches check_layer_set's message (jsonargparse's
+    # own message for a Literal does not name the allowed values)
+    def __init__(self, net: nn.Module, layers: str = "all", tie: int = 1, latent_dim: int = 2048,
                  projector: ProjectorKind = "auto", dense_limit_mb: float = 8.0, alpha: float = 1e-2,
                  mapper_alpha: float = 1e-5, normalize: bool = True, latent_init_std: float = 0.0,
                  seed: int = 0) -> None:
@@ -108,6 +111,8 @@ class ModulationMapping(nn.Module):
         params = dict(net.named_parameters())
         self.layers, self.tie, self.seed = layers, tie, seed
         self.names = finetuned_names(net, layers)
+        self.groups = [self.names]
+        self.mask = None  # no pruning of modulated weights
         self.shapes = [tuple(params[n].shape) for n in self.names]
         self.numels = [params[n].numel() for n in self.names]
         self.size = sum(self.numels)
@@ -133,23 +138,17 @@ class ModulationMapping(nn.Module):
     def projector(self) -> nn.Module:
         return self.projectors[0]
 
-    mask = None  # no pruning of modulated weights (asked for by MappingNetModule's step)
-
-    def latent_count(self) -> int:
-        return self.dims[0]
-
-    def trainable_count(self) -> int:
-        return self.dims[0]
-
     def inference_count(self) -> int:
         return self.size
+
+    def summary(self) -> str:
+        return (f"fine-tune layers {self.layers}, {self.size:,} weights, L = {self.tie} -> {self.elements:,} "
+                f"elements from d = {self.dims[0]}; projector {self.projector.kind}, "
+                f"{self.memory_bytes() / 2**20:.1f} MB")
 
     def shift(self, g: int, z: Tensor) -> Tensor:
         """Eq. 20's uniform shift of every element: alpha_m ||z||^2."""
         return self.alphas[g] * z.square().sum()
-
-    def memory_bytes(self) -> int:
-        return self.projector.memory_bytes()
 
     def describe(self) -> dict:
         return {"groups": [{"names": self.names, "size": self.elements, "latent_dim": self.dims[0],
@@ -167,13 +166,24 @@ class ModulationMapping(nn.Module):
         (``refresh_mask`` is part of the :class:`LatentMapping` interface; there is no mask here)."""
         z = (list(self.latents) if latents is None else latents)[0]
         o, u = self.modulation(z)
+        return self._modulated(base, o), [(z, u)]
+
+    def perturbed(self, params: dict[str, Tensor], aux: list[tuple[Tensor, Tensor]], noise: list[Tensor]
+                  ) -> dict[str, Tensor]:
+        """The tensors at z + eps from those at z: theta is affine in o, and o(z + eps) - o(z) =
+        W eps + alpha_m (2 z + eps) . eps, where W eps (fixed W) needs no backward of its own."""
+        (z, _), = aux
+        eps, = noise
+        return self._modulated(params, self.projector(eps) + self.alphas[0] * ((2 * z + eps) @ eps))
+
+    def _modulated(self, base: dict[str, Tensor], o: Tensor) -> dict[str, Tensor]:
+        """base + alpha c o, each element of o repeated over its L tied weights."""
         delta = (self.alpha * self.gain) * o
         if self.tie > 1:
             delta = delta.repeat_interleave(self.tie)
         # split, not slicing: each slice's backward would write a full-size zero tensor; the tail past P is dropped
         pieces = delta.split([*self.numels, delta.numel() - self.size])
-        out = {name: base[name] + piece.view(shape) for name, shape, piece in zip(self.names, self.shapes, pieces)}
-        return out, [(z, u)]
+        return {name: base[name] + piece.view(shape) for name, shape, piece in zip(self.names, self.shapes, pieces)}
 
     def smoothness(self, aux: list[tuple[Tensor, Tensor]]) -> Tensor:
         """||d theta / d z||_F^2 in closed form, O(P / L): J_j = alpha c (W_i + 2 alpha_m z^T) for weight j tied to

@@ -17,6 +17,7 @@ from typing import Literal, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from nets.mapping.base import ParameterMapping
 from nets.mapping.groups import Allocation, allocate, layer_groups
 from nets.mapping.projectors import ProjectorKind, make_projector
 from nets.mapping.prune import MagnitudeMask, Schedule
@@ -26,7 +27,7 @@ Activation = Literal["identity", "tanh"]
 Modulation = Literal["latent", "separate"]
 
 
-class LatentMapping(nn.Module):
+class LatentMapping(ParameterMapping):
     """Latents + fixed projections for ``net``'s named parameters; ``forward(base)`` returns the tensors.
 
     Args:
@@ -81,7 +82,8 @@ class LatentMapping(nn.Module):
         if len(alphas) != len(self.groups):
             raise ValueError(f"alpha has {len(alphas)} values but there are {len(self.groups)} groups")
         self.alphas, self.activation, self.use_bias, self.seed = [float(a) for a in alphas], activation, bias == "init", seed
-        self.sizes, self.dims = sizes, dims
+        self.strategy, self.sizes, self.dims = strategy, sizes, dims
+        self.closed_form_terms = mapper_hidden == 0
         self.latents = nn.ParameterList(nn.Parameter(torch.randn(d) * latent_init_std, requires_grad=train_latent)
                                         for d in dims)
         self.modulators = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims) \
@@ -128,13 +130,6 @@ class LatentMapping(nn.Module):
             return torch.ones(len(tensors))
         return stds / torch.sqrt((stds.square() * counts).sum() / counts.sum())
 
-    def latent_count(self) -> int:
-        return sum(self.dims)
-
-    def trainable_count(self) -> int:
-        """Entries trained: latents (unless fixed), modulation vectors and a trainable mapper's weights."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
     def inference_count(self) -> int:
         """Generated entries the target uses: all of them, or those the pruning mask keeps."""
         return sum(self.sizes) if self.mask is None else self.mask.kept()
@@ -143,6 +138,11 @@ class LatentMapping(nn.Module):
         """The uniform modulation shift of group g: alpha ||z||^2 (Eq. 20) or alpha <m, z> (LV + WMAP)."""
         v = z if self.modulators is None else self.modulators[g]
         return self.alphas[g] * (v @ z)
+
+    def shift_change(self, g: int, z: Tensor, eps: Tensor) -> Tensor:
+        """shift(z + eps) - shift(z) without the cancellation: alpha (2 z + eps) . eps, or alpha <m, eps>."""
+        v = 2 * z + eps if self.modulators is None else self.modulators[g]
+        return self.alphas[g] * (v @ eps)
 
     def _column_mean(self, g: int) -> Tensor:
         proj = self.projectors[g]
@@ -154,8 +154,9 @@ class LatentMapping(nn.Module):
         proj = self.projectors[g]
         return proj.row_sq_norms() if proj.kind == "trainable" else getattr(self, f"row_sq_norms_{g}")
 
-    def memory_bytes(self) -> int:
-        return sum(p.memory_bytes() for p in self.projectors)
+    def summary(self) -> str:
+        return (f"{self.strategy} latents {self.dims} (sum {self.latent_count()}) over groups of {self.sizes}; "
+                f"projectors {[p.kind for p in self.projectors]}, {self.memory_bytes() / 2**20:.1f} MB")
 
     def describe(self) -> dict:
         return {"groups": [{"names": names, "size": p.out_features, "latent_dim": p.in_features,
@@ -165,48 +166,71 @@ class LatentMapping(nn.Module):
     def act(self, a: Tensor) -> Tensor:
         return torch.tanh(a) if self.activation == "tanh" else a
 
+    def group_gains(self, g: int) -> Tensor:
+        """s_t of every entry of group g (the per-tensor gains repeated over each tensor's entries)."""
+        first = sum(len(names) for names in self.groups[:g])
+        counts = torch.tensor([math.prod(self.shapes[n]) for n in self.groups[g]], device=self.gains.device)
+        return self.gains[first:first + len(counts)].repeat_interleave(counts, output_size=self.sizes[g])
+
+    def _tensors(self, g: int, a: Tensor) -> dict[str, Tensor]:
+        """Group g's tensors by name from its flat pre-activations a (split, not slicing: each slice's backward
+        would write a full-size zero tensor, O(P) per tensor)."""
+        names = self.groups[g]
+        pieces = self.act(a).split([math.prod(self.shapes[n]) for n in names])
+        return {name: piece.view(self.shapes[name]) for name, piece in zip(names, pieces)}
+
     def forward(self, base: dict[str, Tensor], latents: Optional[list[Tensor]] = None, refresh_mask: bool = False
-                ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor, list[Tensor]]]]:
+                ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor, Tensor]]]:
         """Generated tensors by name (masked once a pruning mask exists; ``refresh_mask`` first recomputes it
-        from these tensors), and per group (z, W z, pre-activations) for the loss terms."""
+        from these tensors), and per group (z, W z, flat pre-activations a) for the loss terms."""
         latents = list(self.latents) if latents is None else latents
-        out, aux, k = {}, [], 0
+        out, aux = {}, []
         for g, (names, proj, z) in enumerate(zip(self.groups, self.projectors, latents)):
             u = proj(z)
-            pre = u + self.shift(g, z)
-            pieces = []
-            # split, not slicing: each slice's backward would write a full-size zero tensor (O(P) per tensor)
-            for name, piece in zip(names, pre.split([math.prod(self.shapes[n]) for n in names])):
-                a = self.gains[k] * piece
-                if self.use_bias:
-                    a = a + base[name].reshape(-1)
-                pieces.append(a)
-                out[name] = self.act(a).view(self.shapes[name])
-                k += 1
-            aux.append((z, u, pieces))
+            pre, gains = u + self.shift(g, z), self.group_gains(g)
+            # one fused op over the group rather than a multiply and an add per tensor
+            a = torch.addcmul(torch.cat([base[n].reshape(-1) for n in names]), gains, pre) if self.use_bias \
+                else gains * pre
+            out.update(self._tensors(g, a))
+            aux.append((z, u, a))
         if self.mask is not None:
             if refresh_mask:
                 self.mask.refresh(out)
             out = self.mask(out)
         return out, aux
 
-    def smoothness(self, aux: list[tuple[Tensor, Tensor, list[Tensor]]]) -> Tensor:
+    def perturbed(self, params: dict[str, Tensor], aux: list[tuple[Tensor, Tensor, Tensor]], noise: list[Tensor]
+                  ) -> dict[str, Tensor]:
+        """The tensors generated at latents z + eps, from the unperturbed pass's ``aux`` (``params``, its tensors,
+        are not needed here: the activation is applied to a): the same values as
+        ``forward`` at z + eps (up to rounding), computed as a = a(z) + s (W eps + shift(z + eps) - shift(z)).
+
+        W eps depends on no parameter (for a fixed W), so it needs no backward of its own: the stability term's
+        gradient reaches z through a(z), i.e. through the one W^T product of the step. A trainable mapper
+        (Full DNN ablations; possibly non-linear) takes W(z + eps) - W z, with gradients into its weights."""
+        out = {}
+        for g, ((z, u, a), eps) in enumerate(zip(aux, noise)):
+            proj = self.projectors[g]
+            du = proj(z + eps) - u if proj.kind == "trainable" else proj(eps)
+            out.update(self._tensors(g, torch.addcmul(a, self.group_gains(g), du + self.shift_change(g, z, eps))))
+        return out if self.mask is None else self.mask(out)
+
+    def smoothness(self, aux: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
         """||d theta / d z||_F^2 in closed form (Eq. 29), summed over groups; O(P), no autograd Jacobian.
 
         J = diag(act'(a) s k) (W + 1 c^T) with c = d shift / dz (2 alpha z, or alpha m for ``separate``) and k the
         pruning mask (1 without), so ||J||^2 = sum_j act'(a_j)^2 s_j^2 k_j (|W_j|^2 + 2 (W c)_j + |c|^2)."""
-        total, k = 0.0, 0
-        for g, (z, u, pieces) in enumerate(aux):
+        total = 0.0
+        for g, (z, u, a) in enumerate(aux):
             alpha, rows = self.alphas[g], self._row_sq_norms(g)
             if self.modulators is None:
                 c, wc = 2 * alpha * z, 2 * alpha * u
             else:
                 c = alpha * self.modulators[g]
                 wc = self.projectors[g](c)
-            a_all = torch.cat(pieces) if self.activation == "tanh" else None
-            gain2 = torch.cat([self.gains[k + i].square().expand(p.numel()) for i, p in enumerate(pieces)])
-            k += len(pieces)
-            weight = gain2 * (1 - torch.tanh(a_all).square()).square() if self.activation == "tanh" else gain2
+            weight = self.group_gains(g).square()
+            if self.activation == "tanh":
+                weight = weight * (1 - torch.tanh(a).square()).square()
             if self.mask is not None and bool(self.mask.ready):
                 weight = weight * torch.cat([self.mask.keep(n).reshape(-1) for n in self.groups[g]])
             total = total + (weight * (rows + 2 * wc + c.square().sum())).sum()

@@ -14,7 +14,7 @@ class LossWeights(nn.Module):
 
     - ``fixed``: lambda_k as given (no parameters).
     - ``trainable`` (the paper): lambda_k = softplus(rho_k), rho_k trained with the latents. Since
-      dL/d lambda_k = L_k >= 0, gradient descent drives every lambda_k to 0 (spec section 5.4).
+      dL/d lambda_k = L_k >= 0, gradient descent drives every lambda_k to 0 (docs/mapping_networks.md).
     - ``uncertainty``: L_k exp(-s_k) / 2 + s_k / 2 (homoscedastic uncertainty, Kendall et al. 2018) with s_k
       trainable, starting at exp(-s_k) / 2 = lambda_k; it settles at lambda_k = 1 / (2 L_k) and cannot collapse.
     """

@@ -56,11 +56,11 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_dcgan64_runs_on_celeba(tmp_path: Path) -> None:
     root = write_celeba(tmp_path / "data", [0] * 10 + [2] * 4)
-    args = ["--config", "configs/gan/dcgan64_celeba_k8.yaml", "--data.root", str(root), "--data.batch_size", "2",
+    args = ["--config", "configs/gan/dcgan64_celeba.yaml", "--data.root", str(root), "--data.batch_size", "2",
             "--data.num_workers", "0", "--model.init_args.generator.init_args.k", "4",
-            "--model.init_args.critic.init_args.k", "4", "--model.iterations", "1",
+            "--model.init_args.critic.init_args.k", "4", "--trainer.max_steps", "1",
             "--trainer.callbacks.init_args.feature_extractor", "nets.gda_gan.TinyFeatures",
             "--trainer.callbacks.init_args.num_samples", "8", "--trainer.callbacks.init_args.batch_size", "4"]
     assert run_train(args, tmp_path / "runs") == 0
-    res = read_results(run_dir(tmp_path / "runs", "dcgan64_celeba_k8"))
-    assert res["generator_params"] > 0 and "test/fid_test" in res
+    res = read_results(run_dir(tmp_path / "runs", "dcgan64_celeba"))
+    assert res["generator_params"] > 0 and "test/fid_tiny_test" in res

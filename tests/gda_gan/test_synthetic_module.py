@@ -7,7 +7,7 @@ from datamodules import GaussianMeanDataModule
 from tests.conftest import read_metrics, read_results, run_dir, run_train
 from nets.gda_gan import theory
 
-CONFIG = "configs/gan/synthetic_gaussian_k64.yaml"
+CONFIG = "configs/gan/synthetic_gaussian.yaml"
 SMALL = ["--config", CONFIG, "--model.k", "16", "--model.n_latent", "20", "--data.n", "20",
          "--data.steps_per_epoch", "5", "--trainer.log_every_n_steps", "1", "--model.diag_every", "2"]
 
