@@ -257,7 +257,7 @@ class OverparamCLI(LightningCLI):
         if self.resume_ckpt:
             ckpt = check_checkpoint(self.resume_ckpt, model)
             if trainer.is_global_zero and "csv_rows" in ckpt:
-                truncate_metrics(str(self.run_dir), ckpt["csv_rows"], ckpt["global_step"])
+                truncate_metrics(str(self.run_dir), ckpt["csv_rows"], logged_step(ckpt, model))
         trainer.fit(model, datamodule=data, ckpt_path=self.resume_ckpt)
         # taken now: testing a best checkpoint restores the callbacks' states saved with it (an earlier epoch's)
         results = {**scalar_metrics(trainer.callback_metrics), "epochs": trainer.current_epoch,
@@ -321,6 +321,16 @@ def callback_results(sources: list) -> dict[str, Any]:
         if callable(extra):
             out.update(extra())
     return out
+
+
+def logged_step(ckpt: dict[str, Any], model: pl.LightningModule) -> int:
+    """The step of the first row Lightning's loggers write after ``ckpt``. Loggers count batches that stepped; in
+    automatic optimisation that is global_step, but a manual module may make steps that are not counted (the
+    GAN's critic steps), so there the checkpoint's batch count (+1: written before the batch's rows) decides."""
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    if model.automatic_optimization or "_batches_that_stepped" not in loop:
+        return ckpt["global_step"]
+    return loop["_batches_that_stepped"] + 1
 
 
 def check_devices(trainer_cfg: dict) -> None:

@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lit_modules.wgan_gp import WGANGPModule, critic_loss
-from nets import DCGANCritic32, DCGANGenerator32, MLPCritic, MLPGenerator, ResNetCritic32, ResNetGenerator32
+from lit_modules.gda_gan import WGANGPModule, critic_loss
+from nets.gda_gan import DCGANCritic32, DCGANGenerator32, MLPCritic, MLPGenerator, ResNetCritic32, ResNetGenerator32
 
 NETS = {"dcgan32": (DCGANGenerator32, DCGANCritic32, (3, 32, 32)), "resnet32": (ResNetGenerator32, ResNetCritic32,
         (3, 32, 32)), "mlp": (MLPGenerator, MLPCritic, (1, 28, 28))}

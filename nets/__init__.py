@@ -5,11 +5,7 @@ from nets.resnet import CifarResNet18, ResNet50, resnet50
 from nets.gauss_newton import TanhMLP, TwoLayerTanh
 from nets.neuron_pursuit import GrowableNet
 from nets.resnet_width import GulcuResNet
-from nets.gan_dcgan import DCGANCritic32, DCGANCritic64, DCGANGenerator32, DCGANGenerator64
-from nets.gan_resnet import ResNetCritic32, ResNetCritic64, ResNetGenerator32, ResNetGenerator64
-from nets.gan_mlp import MLPCritic, MLPGenerator
-from nets.fid_features import InceptionFeatures, TinyFeatures
 from nets.unet import CNN3
 from nets.video_features import VideoFeatures
 
-__all__ = ["GulcuResNet", "CifarResNet18", "CNN1", "CNN2", "GrowableNet", "LSTMRegressor", "ResNet50", "resnet50", "TanhMLP", "TwoLayerTanh", "DCGANCritic32", "DCGANCritic64", "DCGANGenerator32", "DCGANGenerator64", "ResNetCritic32", "ResNetCritic64", "ResNetGenerator32", "ResNetGenerator64", "MLPCritic", "MLPGenerator", "InceptionFeatures", "TinyFeatures", "CNN3", "VideoFeatures"]
+__all__ = ["GulcuResNet", "CifarResNet18", "CNN1", "CNN2", "GrowableNet", "LSTMRegressor", "ResNet50", "resnet50", "TanhMLP", "TwoLayerTanh", "CNN3", "VideoFeatures"]

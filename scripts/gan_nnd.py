@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from callbacks.fid import real_images
-from lit_modules.wgan_gp import critic_loss
+from callbacks.gda_gan import real_images
+from lit_modules.gda_gan import critic_loss
 from gan_run import instantiate, load_run, training_images
 
 Sampler = Callable[[int], torch.Tensor]  # n -> images in [-1, 1]

@@ -32,6 +32,6 @@ def load_run(run_dir: Path, data_root: Optional[str] = None,
 
 def training_images(data: Any, limit: Optional[int] = None) -> torch.Tensor:
     """Float [0, 1] training images (N, C, H, W), the first ``limit`` of them."""
-    from callbacks.fid import real_images
+    from callbacks.gda_gan import real_images
 
     return torch.cat([b.float() / 255 for b in real_images(data.train_set, limit, 500)])

@@ -6,7 +6,7 @@
 
 Each point builds exactly the state ``train.py --config configs/gan/synthetic_gaussian_k<k>.yaml --seed S`` builds
 (SyntheticGDAModule after seeding, the datamodule's data), then iterates the closed-form updates of
-nets/gda_theory.py, which tests/test_gda_gan_module.py checks against the Lightning steps: a loop without the
+nets/gda_gan/theory.py, which tests/gda_gan/test_synthetic_module.py checks against the Lightning steps: a loop without the
 trainer is ~20x faster on CPU. Writes gda_gan_sweep.json and gda_gan_fig2.png / gda_gan_fig9.png.
 """
 import argparse
@@ -20,7 +20,7 @@ import torch
 
 from datamodules import GaussianMeanDataModule, TwoMoonsDataModule
 from lit_modules import SyntheticGDAModule
-from nets import gda_theory as theory
+from nets.gda_gan import theory
 
 CONVERGED = 1e-12  # residual ratio below which the empirical rate stops being measured (float64 floor)
 

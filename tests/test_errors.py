@@ -173,8 +173,8 @@ def test_evaluation_needs_a_checkpoint_or_config(runs: Path, capsys: pytest.Capt
 
 def test_test_of_another_models_checkpoint(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {}, "overparam": {"model_class": "lit_modules.wgan_gp.WGANGPModule"}}, path)
-    fails_cleanly(["test", *BASE, "--ckpt_path", str(path)], runs, capsys, "written by lit_modules.wgan_gp")
+    torch.save({"state_dict": {}, "overparam": {"model_class": "lit_modules.gda_gan.WGANGPModule"}}, path)
+    fails_cleanly(["test", *BASE, "--ckpt_path", str(path)], runs, capsys, "written by lit_modules.gda_gan")
     assert not (runs / "exp" / "eval_0").exists()
 
 

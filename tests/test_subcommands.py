@@ -75,12 +75,14 @@ def test_load_from_checkpoint_needs_no_arguments(trained: Path) -> None:
 
 # no ImageNet ResNet-50 file in tests: the small torchvision-named ResNet of the fine-tuning tests, randomly drawn
 NO_WEIGHTS = ['--model.net={"class_path": "tests.mapping.test_finetune.TinyResNet", "init_args": {"weights_path": null}}']
+MLP_K64 = ["--model.init_args.generator.init_args.k", "64", "--model.init_args.critic.init_args.k", "64"]
 LWT = ["--model.mapping.strategy", "lwt", "--model.mapping.latent_dim", "1872"]
 MODULES = {"configs/default.yaml": [], "configs/mapping/cnn2_fmnist.yaml": [],
            "configs/baseline/cnn3_cityscapes.yaml": [], "configs/mapping/cnn3_cityscapes.yaml": [],
            "configs/baseline/cnn2_celebdf.yaml": [], "configs/mapping/cnn2_celebdf.yaml": LWT,
            "configs/gauss_newton/two_layer_california.yaml": [], "configs/gauss_newton/lm_cnn2_fmnist.yaml": [],
-           "configs/gan/synthetic_gaussian_k2.yaml": [], "configs/gan/mlp_mnist_k64.yaml": ["--trainer.callbacks=[]"],
+           "configs/gan/synthetic_gaussian.yaml": ["--model.init_args.k", "2"],
+           "configs/gan/mlp_mnist.yaml": ["--trainer.callbacks=[]", *MLP_K64],
            "configs/neuron_pursuit/gaussian.yaml": [], "configs/neuron_pursuit/saddle_x2.yaml": [],
            "configs/resnet_width/resnet_sphere.yaml": [], "configs/baseline/resnet50_celebdf.yaml": [*NO_WEIGHTS, "--model.layers", "layer4+fc"],
            "configs/mapping/resnet50_finetune_celebdf.yaml": [*NO_WEIGHTS, "--model.mapping.layers", "layer4+fc",
@@ -187,7 +189,7 @@ def test_predict_of_a_segmentation_run_writes_one_mask_per_image(tmp_path: Path)
 
 
 def test_predict_of_a_gan_writes_a_sample_grid_and_tensor(tmp_path: Path) -> None:
-    out = train.run(["predict", "--config", "configs/gan/mlp_mnist_k64.yaml", "--trainer.callbacks=[]",
+    out = train.run(["predict", "--config", "configs/gan/mlp_mnist.yaml", "--trainer.callbacks=[]", *MLP_K64,
                      "--trainer.default_root_dir", str(tmp_path), *QUIET])
     samples = torch.load(out["samples"], weights_only=True)
     assert samples.shape[0] == 64 and 0 <= float(samples.min()) and float(samples.max()) <= 1

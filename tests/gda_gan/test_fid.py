@@ -1,0 +1,103 @@
+"""FID callback: torchmetrics path against an independent float64 Frechet distance, disk cache, offline weights."""
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from callbacks.gda_gan import FID, as_rgb01
+from datamodules.base import InMemoryImages
+from nets.gda_gan.fid_features import InceptionFeatures, TinyFeatures
+
+
+def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(a)
+    return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+
+
+def frechet(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2) in float64 (Heusel et al. 2017)."""
+    f1, f2 = f1.double(), f2.double()
+    mu1, mu2, s1, s2 = f1.mean(0), f2.mean(0), torch.cov(f1.T), torch.cov(f2.T)
+    root = sqrtm_psd(s1)
+    return float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * sqrtm_psd(root @ s2 @ root).trace())
+
+
+class ToyGenerator(nn.Module):
+    latent_dim = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3 * 16 * 16)
+
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(z)).view(len(z), 3, 16, 16)
+
+
+def setup(tmp_path: Path, n_train: int = 80, n_test: int = 60) -> tuple[FID, SimpleNamespace, SimpleNamespace]:
+    g = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)  # noqa: E731
+    data = SimpleNamespace(train_set=InMemoryImages(images(n_train), torch.zeros(n_train)),
+                           test_set=InMemoryImages(images(n_test), torch.zeros(n_test)), root="fixture")
+    torch.manual_seed(0)
+    gen = ToyGenerator()
+    module = SimpleNamespace(device=torch.device("cpu"), generator=gen, sample=gen.sample)
+    fid = FID(feature_extractor=TinyFeatures(16), num_samples=70, num_real_train=None, num_real_test=50,
+              batch_size=32, cache_dir=str(tmp_path / "cache"))
+    return fid, data, module
+
+
+def test_fid_matches_independent_frechet_distance(tmp_path: Path) -> None:
+    fid, data, module = setup(tmp_path)
+    scores = fid.evaluate(SimpleNamespace(datamodule=data), module)
+    extractor = fid.extractor
+    with torch.no_grad():
+        z = torch.randn(70, 8, generator=torch.Generator().manual_seed(fid.seed))
+        fake = extractor(as_rgb01(module.sample(z)))
+        train = extractor(as_rgb01(data.train_set.images))
+        test = extractor(as_rgb01(data.test_set.images[:50]))
+    assert scores["fid_train"] == pytest.approx(frechet(train, fake), rel=1e-6, abs=1e-9)
+    assert scores["fid_test"] == pytest.approx(frechet(test, fake), rel=1e-6, abs=1e-9)
+
+
+def test_real_statistics_are_cached(tmp_path: Path) -> None:
+    fid, data, module = setup(tmp_path)
+    trainer = SimpleNamespace(datamodule=data)
+    first = fid.evaluate(trainer, module)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    data.train_set.images.zero_()  # a cache hit never looks at the images again
+    assert fid.evaluate(trainer, module) == first
+    fid.num_real["train"] = 40  # a different reference size is a different cache entry
+    assert fid.evaluate(trainer, module)["fid_train"] != first["fid_train"]
+
+
+def test_grayscale_is_replicated() -> None:
+    assert as_rgb01(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 3, 8, 8)
+
+
+def test_offline_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="inception_weights"):
+        FID()
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        InceptionFeatures(str(tmp_path / "missing.pth"))
+
+
+def test_inception_loads_local_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds a random-weights file in torch-fidelity's format, then loads it through the offline path."""
+    pytest.importorskip("torch_fidelity")
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    def no_download(*args, **kwargs):  # a stand-in state dict with the right keys, never the network
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", no_download)
+    with monkeypatch.context() as patch:
+        patch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        patch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+        template = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / "pt_inception.pth"
+    torch.save(template.state_dict(), weights)
+    features = InceptionFeatures(str(weights))
+    out = features(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 2048) and torch.isfinite(out).all()
