@@ -261,7 +261,8 @@ def extract_gz_archives(raw_dir: Path, names: list[str]) -> Optional[Path]:
         out = target / name
         if out.is_file():
             continue
-        tmp = out.with_suffix(".partial")
+        # one temporary file per process: runs of a sweep may decompress the same archive at the same time
+        tmp = out.with_name(f"{name}.{os.getpid()}.partial")
         try:
             with gzip.open(raw_dir / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)

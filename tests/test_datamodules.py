@@ -1,12 +1,16 @@
 """Datamodules over real on-disk formats: IDX (plain and .gz), CIFAR pickles, the shipped Fashion-MNIST slice."""
+import gzip
 import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
 import torch
 
 from datamodules import CIFAR10DataModule, CIFAR100DataModule, DataError, FashionMNISTDataModule, MNISTDataModule
-from datamodules.base import random_crop_flip
+from datamodules.base import extract_gz_archives, random_crop_flip
 from datamodules.loader import EpochShuffle, ResumableBatchSampler, ResumableDataLoader
 from tests.conftest import FMNIST_SLICE
 from tests.data_fixtures import write_cifar, write_mnist
@@ -149,3 +153,26 @@ def test_global_batch_must_divide_across_processes(tmp_path: Path) -> None:
     dm.trainer.world_size = 4
     batch = next(iter(dm.train_dataloader()))[0]
     assert len(batch) == 32
+
+
+def _extract(raw: str, names: list[str], start: float) -> str:
+    while time.time() < start:  # both processes begin together
+        pass
+    return str(extract_gz_archives(Path(raw), names))
+
+
+def test_concurrent_extraction_of_the_same_archives(tmp_path: Path) -> None:
+    """Two runs of a sweep decompress the same archives at once: each writes its own temporary file."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = [f"part{i}" for i in range(4)]
+    payload = os.urandom(1 << 20) * 8
+    for name in names:
+        with gzip.open(raw / f"{name}.gz", "wb", compresslevel=1) as f:
+            f.write(payload)
+    start = time.time() + 1.0
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        done = [pool.submit(_extract, str(raw), names, start) for _ in range(2)]
+        assert [f.result() for f in done] == [str(raw)] * 2
+    assert all((raw / n).read_bytes() == payload for n in names)
+    assert not list(raw.glob("*partial*"))
