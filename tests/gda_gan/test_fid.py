@@ -8,7 +8,9 @@ from torch import nn
 
 from callbacks.gda_gan import FID, as_rgb01
 from datamodules.base import InMemoryImages
-from nets.gda_gan.fid_features import InceptionFeatures, TinyFeatures
+from nets import CNN2
+from nets.gda_gan.fid_features import (FMNIST_WEIGHTS_MD5, ClassifierFeatures, InceptionFeatures, TinyFeatures,
+                                      TorchScriptFeatures)
 
 
 def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -57,8 +59,8 @@ def test_fid_matches_independent_frechet_distance(tmp_path: Path) -> None:
         fake = extractor(as_rgb01(module.sample(z)))
         train = extractor(as_rgb01(data.train_set.images))
         test = extractor(as_rgb01(data.test_set.images[:50]))
-    assert scores["fid_train"] == pytest.approx(frechet(train, fake), rel=1e-6, abs=1e-9)
-    assert scores["fid_test"] == pytest.approx(frechet(test, fake), rel=1e-6, abs=1e-9)
+    assert scores["fid_tiny_train"] == pytest.approx(frechet(train, fake), rel=1e-6, abs=1e-9)
+    assert scores["fid_tiny_test"] == pytest.approx(frechet(test, fake), rel=1e-6, abs=1e-9)
 
 
 def test_real_statistics_are_cached(tmp_path: Path) -> None:
@@ -69,18 +71,60 @@ def test_real_statistics_are_cached(tmp_path: Path) -> None:
     data.train_set.images.zero_()  # a cache hit never looks at the images again
     assert fid.evaluate(trainer, module) == first
     fid.num_real["train"] = 40  # a different reference size is a different cache entry
-    assert fid.evaluate(trainer, module)["fid_train"] != first["fid_train"]
+    assert fid.evaluate(trainer, module)["fid_tiny_train"] != first["fid_tiny_train"]
+
+
+def test_statistics_of_another_feature_space_are_not_reused(tmp_path: Path) -> None:
+    fid, data, module = setup(tmp_path)
+    trainer = SimpleNamespace(datamodule=data)
+    first = fid.evaluate(trainer, module)
+    other = FID(feature_extractor=TinyFeatures(16, seed=1), num_samples=70, num_real_train=None, num_real_test=50,
+                batch_size=32, cache_dir=str(tmp_path / "cache"))
+    assert other.evaluate(trainer, module) != first and len(list((tmp_path / "cache").glob("*.pt"))) == 4
+    # a cache file holding another space's statistics under this space's name is recomputed, with a warning
+    for path in (tmp_path / "cache").glob("*.pt"):
+        saved = torch.load(path, weights_only=True)
+        saved["key"] = "another space"
+        torch.save(saved, path)
+    with pytest.warns(UserWarning, match="recomputing them"):
+        assert fid.evaluate(trainer, module) == first
 
 
 def test_grayscale_is_replicated() -> None:
     assert as_rgb01(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 3, 8, 8)
 
 
+def test_the_default_space_is_the_shipped_fashion_mnist_classifier() -> None:
+    fid = FID()
+    assert fid.space == "fmnist" and fid.extractor.weights_md5 == FMNIST_WEIGHTS_MD5
+    out = fid.extractor(torch.rand(4, 3, 32, 32))  # padded 32x32 images are cropped back to 28x28
+    assert out.shape == (4, 128) and torch.isfinite(out).all()
+
+
+class NotAFeatureMap(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1)  # (N, H, W), not (N, F)
+
+
 def test_offline_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="inception_weights"):
-        FID()
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         InceptionFeatures(str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="feature checkpoint not found"):
+        ClassifierFeatures(str(tmp_path / "missing.pt"))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable torch file"):
+        ClassifierFeatures(str(corrupt))
+    other_size = tmp_path / "cnn2_5_classes.pt"
+    torch.save(CNN2(num_classes=5).state_dict(), other_size)
+    with pytest.raises(ValueError, match="does not fit the 128-d CNN2 feature net"):
+        ClassifierFeatures(str(other_size))
+    with pytest.raises(ValueError, match="is not a TorchScript file"):
+        TorchScriptFeatures(str(corrupt))
+    scripted = tmp_path / "bad_shape.pt"
+    torch.jit.script(NotAFeatureMap()).save(str(scripted))
+    with pytest.raises(ValueError, match=r"not \(N, F\)"):
+        TorchScriptFeatures(str(scripted))
 
 
 def test_inception_loads_local_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
