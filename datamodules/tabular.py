@@ -218,7 +218,7 @@ def read_raw_archive(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 class SyntheticRegressionDataModule(FullBatchRegressionDataModule):
     """A synthetic stand-in (NOT California Housing): x ~ N(0, I_d) (or Student-t(2) with ``heavy_tailed``),
-    y = sin(x_1) + 0.5 x_2^2 + 2 + noise * N(0, 1), the reference simulation of the GN spec (section 5).
+    y = sin(x_1) + 0.5 x_2^2 + 2 + noise * N(0, 1), the reference simulation of docs/gauss_newton.md ("Data").
 
     ``near_duplicates`` = eps > 0 makes every odd row a copy of the row before it plus eps * N(0, I_d), which
     shrinks the smallest NTK eigenvalue (the conditioning lambda_0 of the theory) as eps -> 0.

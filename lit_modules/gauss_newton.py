@@ -189,7 +189,7 @@ class GaussNewtonModule(pl.LightningModule):
 
 class LevenbergMarquardtModule(SupervisedModule):
     """Levenberg-Marquardt training of any ``net``, one batch per step: the whole training set with a full-batch
-    data module, a minibatch otherwise (beyond the GN-dynamics paper; no theory covers minibatches, spec P18).
+    data module, a minibatch otherwise (beyond the GN-dynamics paper; no theory covers minibatches; docs/gauss_newton.md).
 
     Regression: residuals r = net(x) - y. Classification: cross-entropy is not a sum of squares, so the GGN
     J^T (diag p - p p^T) J is written as J~^T J~ by the square-root trick (``softmax_sqrt_factor``). The step

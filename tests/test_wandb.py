@@ -2,6 +2,7 @@
 online when logged in, the results in the summary, the config sent once, checkpoints as artifacts, and no folder
 left by a run that fails with W&B on. Offline runs are read back from their run-*.wandb files."""
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,14 @@ ARGS = ["--config", "configs/default.yaml", "--data.root", str(FMNIST_SLICE), "-
 def test_results_reach_the_summary_and_the_config_goes_once(tmp_path: Path) -> None:
     results = train.run([*ARGS, "--name", "wb", "--trainer.default_root_dir", str(tmp_path), "--wandb_tags", "[a, b]",
                          "--wandb_group", "g1"])
-    summary, config = summary_and_config(run_dir(tmp_path, "wb"))
-    missing = {k for k in results if k not in summary}
+    # under load the W&B service may still be appending the last records after finish() returns: wait for them
+    deadline = time.monotonic() + 30
+    while True:
+        summary, config = summary_and_config(run_dir(tmp_path, "wb"))
+        missing = {k for k in results if k not in summary}
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert not missing, missing
     assert config["model"]["init_args"]["net"]["class_path"] == "nets.CNN2"
     assert not [k for k in config if k.startswith("_") and k != "_wandb"]  # no _instantiator, no __path__
