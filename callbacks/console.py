@@ -15,6 +15,10 @@ HARMLESS_WARNINGS = (
     r"You are using the legacy TorchScript-based ONNX export",  # export --format onnx picks it on purpose
     # evaluating a checkpoint needs none of the training callbacks' states (a resumed fit gets all of them)
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
+    r"Checkpoint directory .* exists and is not empty",  # --ckpt_path last continues a run in its own folder
+    # shared data modules serve a validation split that some modules (GN flow, WGAN-GP) do not use
+    r"You passed in a `val_dataloader` but have no `validation_step`",
+    r"`torch.jit.(script|trace|trace_method|load)` is deprecated",  # export --format torchscript, on purpose
 )
 HARMLESS_INFO = ("💡 Tip:", "TPU available:", "HPU available:", "Trainer already configured with model summary")
 
@@ -34,6 +38,8 @@ def quiet_console() -> None:
         if not any(isinstance(f, _DropHarmless) for f in logger.filters):
             logger.addFilter(_DropHarmless())
     os.environ.setdefault("WANDB_SILENT", "true")
+    # Lightning 2.6's LightningCLI calls jsonargparse APIs deprecated in jsonargparse 4.49 (not ours to change)
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 class RunProgressBar(RichProgressBar):

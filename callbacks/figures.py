@@ -73,7 +73,8 @@ class Figures(Callback):
                 if points:
                     ax.plot(*zip(*points), label=key, marker="." if len(points) < 50 else None)
             ax.set(title=title, xlabel="step")
-            ax.legend(fontsize=7)
+            if keys:
+                ax.legend(fontsize=7)
         self.publish(trainer, "curves", fig)
 
     def histograms(self, trainer: pl.Trainer, tensors: dict[str, Tensor]) -> None:

@@ -27,10 +27,10 @@ class PredictionWriter(BasePredictionWriter):
         if out.ndim == 4:  # (N, C, H, W) logits: one class-id mask per image
             folder = self.out_dir / f"masks{suffix}"
             folder.mkdir(exist_ok=True)
-            from torchvision.io import write_png
+            from PIL import Image  # torchvision.io's PNG codec is deprecated since torchvision 0.29
 
             for i, mask in enumerate(out.argmax(1).to(torch.uint8)):
-                write_png(mask[None], str(folder / f"{first + i:06d}.png"))
+                Image.fromarray(mask.numpy(), mode="L").save(folder / f"{first + i:06d}.png")
             self.files["predictions"] = str(folder)
             return
         path = self.out_dir / f"predictions{suffix}.csv"

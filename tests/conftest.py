@@ -14,6 +14,8 @@ FMNIST_SLICE = ROOT / "data"  # the real Fashion-MNIST slice shipped with the re
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
+# Lightning 2.6's LightningCLI calls jsonargparse APIs deprecated in jsonargparse 4.49 (not ours to change)
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 QUIET = ["--wandb", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

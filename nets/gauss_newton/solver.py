@@ -261,7 +261,7 @@ def _fallback(J: Tensor, u: Tensor, a: float, c: float, policy: OnSingular, fall
               rcond_normal: float, method: Method, reduce: Reduce, info: SolveInfo) -> tuple[Tensor, SolveInfo]:
     info.fallback = policy
     if policy == "error":
-        s = torch.linalg.svdvals(J)
+        s = torch.linalg.svdvals(J.detach())
         raise SingularSystemError(
             f"Gauss-Newton system is singular ({method} solve, damping a={a:g}, c={c:g}; singular values of J "
             f"from {float(s.max()):.3g} down to {float(s.min()):.3g}, n={J.shape[0]}, p={J.shape[1]}); "

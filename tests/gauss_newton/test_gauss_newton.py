@@ -224,7 +224,7 @@ def test_theory_constants_match_direct_computations() -> None:
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(30, 3, generator=gen, dtype=torch.float64), torch.randn(30, generator=gen, dtype=torch.float64)
-    J = TwoLayerTanh(3, 4).jacobian(x)
+    J = TwoLayerTanh(3, 4).jacobian(x).detach()
     c = theory_constants(J, x, y, width=4)
     lam = torch.linalg.eigvalsh(J.T @ J)
     assert c["lambda0"] == pytest.approx(0.5 * float(lam[0]) ** 0.5)

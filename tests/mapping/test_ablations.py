@@ -160,6 +160,7 @@ def test_smoothness_closed_form_matches_jacrev_for_ablations(kwargs: dict) -> No
     assert torch.allclose(mapping.smoothness(aux), expected, rtol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)` but the `self.trainer` reference is not registered")  # a step called without a Trainer
 def test_full_dnn_trains_only_the_mapper_from_the_initial_net() -> None:
     torch.manual_seed(0)
     net = tiny_net()

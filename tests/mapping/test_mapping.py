@@ -110,6 +110,7 @@ def test_generated_parameters_match_an_explicit_matrix() -> None:
     assert all(torch.equal(zero[k], base[k]) for k in base)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)` but the `self.trainer` reference is not registered")  # a step called without a Trainer
 def test_only_latents_get_gradients_and_batchnorm_stats_update_once() -> None:
     torch.manual_seed(0)
     net = small_bn_net()
