@@ -64,6 +64,8 @@ def test_table_is_mean_and_std_of_the_runs(finished: tuple[Path, Path]) -> None:
     assert rows["short"]["paper_test/acc"] == "0.5" and rows["long"]["paper_test/acc"] == ""
     table_md = (out / "table.md").read_text()
     assert "python sweep.py" in table_md and "| `short` | 2 |" in table_md
+    header = next(line for line in table_md.splitlines() if line.startswith("| cell"))
+    assert "paper test/acc" in header and "paper global_step" not in header  # only what the paper gives
 
 
 def test_rerun_skips_finished_runs_and_report_rebuilds(finished: tuple[Path, Path]) -> None:
