@@ -32,6 +32,15 @@ def run_dir(root: Path, name: str, version: int = 0) -> Path:
     return root / name / f"version_{version}"
 
 
+def full_and_resumed(args: list[str], root: Path, whole: list[str], cut: list[str]) -> tuple[Path, Path]:
+    """Runs ``full`` (``args + whole``), ``cut`` (``args + cut``, stopped early), then resumes ``cut`` to ``whole``
+    with ``--ckpt_path last``; returns the two run folders, whose trajectories a resume test compares."""
+    assert run_train([*args, *whole, "--name", "full"], root) == 0
+    assert run_train([*args, *cut, "--name", "cut"], root) == 0
+    assert run_train([*args, *whole, "--name", "cut", "--ckpt_path", "last"], root) == 0
+    return run_dir(root, "full"), run_dir(root, "cut")
+
+
 def read_results(path: Path) -> dict[str, Any]:
     return json.loads((path / "results.json").read_text())
 

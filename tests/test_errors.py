@@ -49,32 +49,34 @@ def test_unknown_nested_config_key(runs: Path, tmp_path: Path, capsys: pytest.Ca
     fails_cleanly([*BASE, "--config", write(tmp_path / "bad.yaml", text)], runs, capsys, "colour")
 
 
-def test_unknown_flag(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--learning_rate", "3"], runs, capsys, "learning_rate")
+# bad flags, each one error line: (what is wrong, the arguments, words the line must hold)
+BAD_FLAGS = {
+    "unknown flag": ([*BASE, "--learning_rate", "3"], "learning_rate"),
+    "wrong type": ([*BASE, "--data.batch_size", "lots"], "batch_size"),
+    "missing config file": ([*BASE, "--config", "configs/nope.yaml"], "nope.yaml"),
+    "unknown model class": ([*BASE, "--model", "NoSuchModule"], "NoSuchModule"),
+    "resume last without an earlier checkpoint": ([*BASE, "--ckpt_path", "last"], "no earlier run of 'exp'"),
+    "resume from a missing file": ([*BASE, "--ckpt_path", "gone.ckpt"], "checkpoint not found"),
+    "batch size not positive": ([*BASE, "--data.batch_size", "0"], "batch_size must be positive"),
+    "more devices than the machine has": ([*BASE, "--trainer.accelerator", "cpu", "--trainer.devices", "512"],
+                                          "more CPU cores than this machine has"),
+    "invalid checkpoint interval": ([*BASE, "--checkpoint_every_n_steps", "0"], "checkpoint_every_n_steps"),
+    "test of a missing checkpoint": (["test", *BASE, "--ckpt_path", "gone.ckpt"], "checkpoint not found"),
+    "evaluation needs a checkpoint or config": (["predict", "--name", "exp"], "predict needs --ckpt_path"),
+    "unknown export format": (["export", *BASE, "--format", "tflite"], "format"),
+    "unknown wandb value": ([*BASE, "--wandb_log_model", "sometimes"], "wandb_log_model"),
+    "config logger of an unknown class": ([*BASE, "--trainer.logger", "NoSuchLogger"], "NoSuchLogger"),
+}
 
 
-def test_wrong_type(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--data.batch_size", "lots"], runs, capsys, "batch_size")
-
-
-def test_missing_config_file(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--config", "configs/nope.yaml"], runs, capsys, "nope.yaml")
+@pytest.mark.parametrize("case", BAD_FLAGS)
+def test_bad_flags(case: str, runs: Path, capsys: pytest.CaptureFixture) -> None:
+    args, words = BAD_FLAGS[case]
+    fails_cleanly(args, runs, capsys, words)
 
 
 def test_invalid_yaml(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     fails_cleanly([*BASE, "--config", write(tmp_path / "bad.yaml", "model: [unclosed\n")], runs, capsys, "bad.yaml")
-
-
-def test_unknown_model_class(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--model", "NoSuchModule"], runs, capsys, "NoSuchModule")
-
-
-def test_resume_last_without_an_earlier_checkpoint(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--ckpt_path", "last"], runs, capsys, "no earlier run of 'exp'")
-
-
-def test_resume_from_a_missing_file(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--ckpt_path", "gone.ckpt"], runs, capsys, "checkpoint not found")
 
 
 def test_resume_from_a_corrupt_checkpoint(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -128,22 +130,9 @@ def test_corrupt_cifar_pickle(runs: Path, tmp_path: Path, capsys: pytest.Capture
     fails_cleanly(args, runs, capsys, "cifar-10-batches-py")
 
 
-def test_batch_size_not_positive(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--data.batch_size", "0"], runs, capsys, "batch_size must be positive")
-
-
-def test_more_devices_than_the_machine_has(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--trainer.accelerator", "cpu", "--trainer.devices", "512"], runs, capsys,
-                  "more CPU cores than this machine has")
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_gpu_requested_without_a_gpu(runs: Path, capsys: pytest.CaptureFixture) -> None:
     fails_cleanly([*BASE, "--trainer.accelerator", "gpu", "--trainer.devices", "1"], runs, capsys, "GPU")
-
-
-def test_invalid_checkpoint_interval(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--checkpoint_every_n_steps", "0"], runs, capsys, "checkpoint_every_n_steps")
 
 
 def test_real_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
@@ -163,14 +152,6 @@ def test_more_cpu_processes_than_cores_without_naming_the_accelerator(runs: Path
     fails_cleanly([*BASE, "--trainer.devices", "64"], runs, capsys, "more CPU cores than this machine has")
 
 
-def test_test_of_a_missing_checkpoint(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly(["test", *BASE, "--ckpt_path", "gone.ckpt"], runs, capsys, "checkpoint not found")
-
-
-def test_evaluation_needs_a_checkpoint_or_config(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly(["predict", "--name", "exp"], runs, capsys, "predict needs --ckpt_path")
-
-
 def test_test_of_another_models_checkpoint(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "overparam": {"model_class": "lit_modules.gda_gan.WGANGPModule"}}, path)
@@ -184,18 +165,7 @@ def test_torchscript_export_of_a_growing_net(runs: Path, capsys: pytest.CaptureF
     fails_cleanly(args, runs, capsys, "network grows during training")
 
 
-def test_unknown_export_format(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly(["export", *BASE, "--format", "tflite"], runs, capsys, "format")
-
-
-def test_unknown_wandb_value(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--wandb_log_model", "sometimes"], runs, capsys, "wandb_log_model")
-
-
 def test_unknown_wandb_mode(runs: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     fails_cleanly(BASE, runs, capsys, "WANDB_MODE=sometimes")
 
-
-def test_config_logger_of_an_unknown_class(runs: Path, capsys: pytest.CaptureFixture) -> None:
-    fails_cleanly([*BASE, "--trainer.logger", "NoSuchLogger"], runs, capsys, "NoSuchLogger")

@@ -11,7 +11,7 @@ from callbacks.neuron_pursuit import NeuronPursuit, SaddleMonitor
 from datamodules.synthetic import ModularAdditionDataModule, SparseFunctionDataModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 from nets.neuron_pursuit.growable import GrowableNet
-from tests.conftest import read_metrics, read_results, run_dir, run_train
+from tests.conftest import full_and_resumed, read_metrics, read_results, run_dir, run_train
 
 ACTS = [(0.0, 1), (0.2, 1), (1.0, 2), (0.3, 2)]  # (alpha, power): ReLU, leaky ReLU, x^2, leaky squared
 
@@ -131,9 +131,10 @@ def test_insertion_loss_drop_matches_first_order_prediction(alpha: float, power:
     u /= u.norm()
     value = float(growth_objective(g, c, alpha, power)(u)[0])
     delta = 1e-2
-    loss = float((net(x) - y).square().mean())
-    net.add_neuron(1, delta * u[0, :5], delta * u[0, 5:])
-    drop = loss - float((net(x) - y).square().mean())
+    with torch.no_grad():
+        loss = float((net(x) - y).square().mean())
+        net.add_neuron(1, delta * u[0, :5], delta * u[0, 5:])
+        drop = loss - float((net(x) - y).square().mean())
     predicted = 2 * delta ** (power + 1) * value / 2
     assert abs(drop - predicted) < 1e-2 * abs(predicted)
 
@@ -217,15 +218,13 @@ TINY = ["--config", "configs/neuron_pursuit/fig6.yaml", "--data.n_train", "100",
 
 
 def test_fig6_tiny_run_grows_and_resumes_to_the_same_trajectory(tmp_path) -> None:
-    assert run_train([*TINY, "--trainer.max_epochs", "8", "--name", "full"], tmp_path) == 0
-    assert run_train([*TINY, "--trainer.max_epochs", "4", "--name", "cut"], tmp_path) == 0
-    assert run_train([*TINY, "--trainer.max_epochs", "8", "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
-    full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
+    full_dir, cut_dir = full_and_resumed(TINY, tmp_path, ["--trainer.max_epochs", "8"], ["--trainer.max_epochs", "4"])
+    full, cut = read_results(full_dir), read_results(cut_dir)
     assert full["np_iterations"] == 3 and sum(full["widths"]) == 4 and full["widths"] == cut["widths"]
     for key in ("test/rel_err", "train/rel_err"):
         assert full[key] == cut[key]
     drop = ("np/pga_seconds",)
-    assert read_metrics(run_dir(tmp_path, "full"), drop) == read_metrics(run_dir(tmp_path, "cut"), drop)
+    assert read_metrics(full_dir, drop) == read_metrics(cut_dir, drop)
 
 
 def test_bad_config_exits_with_one_line(tmp_path, capsys) -> None:

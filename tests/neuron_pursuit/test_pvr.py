@@ -8,7 +8,7 @@ import torch
 from datamodules.synthetic import PointerValueDataModule
 from nets.neuron_pursuit.gd import HalvingSchedule
 from nets.neuron_pursuit.growable import GrowableNet
-from tests.conftest import QUIET, ROOT, python, read_metrics, read_results, run_dir, run_train
+from tests.conftest import QUIET, ROOT, python, full_and_resumed, read_metrics, read_results, run_dir, run_train
 
 
 def test_pvr_data_pointer_encoding_and_labels() -> None:
@@ -159,10 +159,9 @@ def test_long_stages_start_once_the_loss_is_below_the_threshold(tmp_path) -> Non
 def test_pvr_resumes_to_the_same_trajectory_with_balancing_halving_and_long_stages(tmp_path) -> None:
     args = [*TINY, "--model.lr", "2.0", "--trainer.callbacks.init_args.long_stage_epochs", "3",
             "--trainer.callbacks.init_args.long_stage_below_loss", "1e9"]
-    assert run_train([*args, "--trainer.max_epochs", "11", "--name", "full"], tmp_path) == 0
-    assert run_train([*args, "--trainer.max_epochs", "6", "--name", "cut"], tmp_path) == 0  # inside stage 2
-    assert run_train([*args, "--trainer.max_epochs", "11", "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
-    full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
+    # stopped inside stage 2
+    full_dir, cut_dir = full_and_resumed(args, tmp_path, ["--trainer.max_epochs", "11"], ["--trainer.max_epochs", "6"])
+    full, cut = read_results(full_dir), read_results(cut_dir)
     assert full["lr_halving_events"], "lr 2.0 should make the loss rise at some check"
     assert full["lr_halving_events"] == cut["lr_halving_events"]
     history = full["np_history"]
@@ -171,7 +170,7 @@ def test_pvr_resumes_to_the_same_trajectory_with_balancing_halving_and_long_stag
     for key in ("test/rel_err", "train/rel_err", "widths", "np_iterations"):
         assert full[key] == cut[key], key
     drop = ("np/pga_seconds",)
-    assert read_metrics(run_dir(tmp_path, "full"), drop) == read_metrics(run_dir(tmp_path, "cut"), drop)
+    assert read_metrics(full_dir, drop) == read_metrics(cut_dir, drop)
 
 
 def test_bad_schedule_values_are_refused(tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ import sweep
 from lit_modules.neuron_pursuit import SaddleDynamicsModule
 from nets.neuron_pursuit.saddle import SaddleNCF, detect_plateaus, kkt_alignment, neuron_stats
 from scripts import np_report
-from tests.conftest import read_metrics, read_results, run_dir, run_train
+from tests.conftest import full_and_resumed, read_metrics, read_results, run_dir, run_train
 
 D, N = 5, 60
 
@@ -122,14 +122,12 @@ TINY = ["--config", "configs/neuron_pursuit/saddle_x2.yaml", "--model.in_feature
 
 
 def test_saddle_run_resumes_to_the_same_trajectory(tmp_path) -> None:
-    assert run_train([*TINY, "--trainer.max_epochs", "6", "--name", "full"], tmp_path) == 0
-    assert run_train([*TINY, "--trainer.max_epochs", "3", "--name", "cut"], tmp_path) == 0
-    assert run_train([*TINY, "--trainer.max_epochs", "6", "--name", "cut", "--ckpt_path", "last"], tmp_path) == 0
-    full, cut = read_results(run_dir(tmp_path, "full")), read_results(run_dir(tmp_path, "cut"))
+    full_dir, cut_dir = full_and_resumed(TINY, tmp_path, ["--trainer.max_epochs", "6"], ["--trainer.max_epochs", "3"])
+    full, cut = read_results(full_dir), read_results(cut_dir)
     for key in ("saddle/kappa", "saddle/norm_loss", "saddle_final_kappa", "saddle_grad_norm", "train/loss"):
         assert full[key] == cut[key]
-    assert read_metrics(run_dir(tmp_path, "full")) == read_metrics(run_dir(tmp_path, "cut"))
-    assert (run_dir(tmp_path, "full") / "saddle_heatmaps.png").is_file()
+    assert read_metrics(full_dir) == read_metrics(cut_dir)
+    assert (full_dir / "saddle_heatmaps.png").is_file()
 
 
 def test_bad_saddle_config_exits_with_one_line(tmp_path, capsys) -> None:
