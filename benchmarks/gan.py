@@ -92,7 +92,8 @@ def lightning_loop(name: str, k: int, gen_iters: int, warmup: int) -> float:
     module = WGANGPModule(generator, critic, diag_every=10 ** 9, sample_every=10 ** 9)
     clock = Clock(warmup)
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(max_epochs=-1, max_steps=gen_iters + warmup, logger=pl.loggers.CSVLogger(root), default_root_dir=root,
+        trainer = pl.Trainer(max_epochs=-1, max_steps=gen_iters + warmup, logger=pl.loggers.CSVLogger(root),
+                             default_root_dir=root,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              num_sanity_val_steps=0, log_every_n_steps=50, accelerator="cpu", devices=1,
                              callbacks=[clock])
