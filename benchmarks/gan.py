@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """WGAN-GP generator iterations per second: WGANGPModule under Lightning vs. a hand-written loop.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gan.py [--net dcgan32 --k 16 --gen-iters 20 --repeats 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gan.py [--net dcgan32 --k 16 --gen-iters 20 --pairs 5]
 
 Same nets (same init), batch 64, n_critic 5, GP 10, Adam(1e-4, (0.5, 0.999)), the same loader of in-memory random
 images; the
 hand loop does exactly the module's per-step work (one critic pass over [real; fake; interpolates], double
 backward, toggled critic for the generator step) without Lightning. Both time the generator iterations after
-``--warmup`` of them, by process CPU time (the machine is shared); the best of ``--repeats`` interleaved rounds.
-Prints the ratio Lightning / hand loop (>= 0.95 is the target).
+``--warmup`` of them, by process CPU time (the machine is shared). Prints the ratio Lightning / hand loop of gen it/s
+as the median of ``--pairs`` alternating pairs in one process, spread min-max (>= 0.95 is the target).
 """
 import argparse
 import tempfile
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_modules.gda_gan import WGANGPModule, critic_loss
 from nets.gda_gan import DCGANCritic32, DCGANGenerator32, MLPCritic, MLPGenerator, ResNetCritic32, ResNetGenerator32
+from pairs import alternating_pairs, summary
 
 NETS = {"dcgan32": (DCGANGenerator32, DCGANCritic32, (3, 32, 32)), "resnet32": (ResNetGenerator32, ResNetCritic32,
         (3, 32, 32)), "mlp": (MLPGenerator, MLPCritic, (1, 28, 28))}
@@ -88,10 +89,11 @@ class Clock(pl.Callback):
 
 def lightning_loop(name: str, k: int, gen_iters: int, warmup: int) -> float:
     generator, critic = make_nets(name, k)
-    module = WGANGPModule(generator, critic, iterations=gen_iters + warmup, diag_every=10 ** 9, sample_every=10 ** 9)
+    module = WGANGPModule(generator, critic, diag_every=10 ** 9, sample_every=10 ** 9)
     clock = Clock(warmup)
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(max_epochs=-1, logger=pl.loggers.CSVLogger(root), default_root_dir=root,
+        trainer = pl.Trainer(max_epochs=-1, max_steps=gen_iters + warmup, logger=pl.loggers.CSVLogger(root),
+                             default_root_dir=root,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              num_sanity_val_steps=0, log_every_n_steps=50, accelerator="cpu", devices=1,
                              callbacks=[clock])
@@ -105,18 +107,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--gen-iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    hand, light = [], []
-    for _ in range(args.repeats):
-        hand.append(hand_loop(args.net, args.k, args.gen_iters, args.warmup))
-        light.append(lightning_loop(args.net, args.k, args.gen_iters, args.warmup))
-    print(f"net={args.net} k={args.k} batch=64 n_critic=5 gen_iters={args.gen_iters} (after {args.warmup} warmup), "
-          f"best of {args.repeats}")
-    print(f"hand-written loop: {max(hand):.3f} gen it/s   (all: {', '.join(f'{v:.3f}' for v in hand)})")
-    print(f"Lightning module : {max(light):.3f} gen it/s   (all: {', '.join(f'{v:.3f}' for v in light)})")
-    print(f"ratio Lightning / hand = {max(light) / max(hand):.3f}")
+    print(f"net={args.net} k={args.k} batch=64 n_critic=5 gen_iters={args.gen_iters} (after {args.warmup} warmup); "
+          f"Lightning vs hand-written loop, gen it/s (process CPU time)")
+    ratios = alternating_pairs(lambda: lightning_loop(args.net, args.k, args.gen_iters, args.warmup),
+                               lambda: hand_loop(args.net, args.k, args.gen_iters, args.warmup), args.pairs,
+                               "gen it/s", labels=("lightning", "hand"))
+    print(summary(ratios, "ratio Lightning / hand", ">= 0.95"))
 
 
 if __name__ == "__main__":

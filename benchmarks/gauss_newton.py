@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Gauss-Newton / Levenberg-Marquardt solver benchmarks (CPU, one thread unless OMP_NUM_THREADS says otherwise).
 
-    python benchmarks/gauss_newton.py [--part lm|memory|all] [--steps K]
+    python benchmarks/gauss_newton.py [--part lm|memory|all] [--steps K] [--pairs 5]
 
 ``lm``: our ``lm_step`` against ``torch-levenberg-marquardt`` (PyPI) on the same model, data, batch, float32 and
 initial weights: a 1-20-20-1 tanh MLP fitting sinc on 1,000 points (its README example). Both take the
 classic LM step (J^T J + lam I) d = J^T r with lam = N * 1e-3 reset at every step, x10 / x0.1 Marquardt
-updates, up to 10 attempts, so they follow the same trajectory; prints time per step, the ratio, and the loss
-after K steps.
+updates, up to 10 attempts, so they follow the same trajectory. Each variant runs K steps from the same initial
+weights (the first untimed), the variants in alternating rounds in one process (order reversed every other round);
+prints the median time per step, the loss after K steps, and the time ratios of ours (primal) to theirs (Cholesky,
+QR), each the median of ``--pairs`` alternating pairs, spread min-max.
 
 ``memory``: one damped GN direction for an MLP 784-W-1 on n = 256 samples at growing p, dense (per-sample
 n x p J, n x n dual solve) against matrix-free CG (JVP/VJP, at most 100 iterations); each case runs in its own
@@ -17,6 +19,7 @@ import argparse
 import copy
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -27,6 +30,7 @@ from torch import nn
 
 from nets.gauss_newton.solver import (Damping, FuncJacobian, MarquardtSchedule, gn_direction, lm_step,
                                    per_sample_jacobian)
+from pairs import alternating_rounds, ratios_to, summary
 
 
 def flat_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -54,7 +58,7 @@ def sinc_problem(n: int = 1000, seed: int = 0) -> tuple[nn.Module, torch.Tensor,
     return model, x, y
 
 
-def bench_lm(steps: int) -> dict:
+def bench_lm(steps: int, pairs: int) -> dict:
     from torch_levenberg_marquardt.damping import StandardDampingStrategy
     from torch_levenberg_marquardt.training import LevenbergMarquardtModule
 
@@ -86,23 +90,25 @@ def bench_lm(steps: int) -> dict:
             return 2 * loss / n  # their loss: the mean squared residual
         return step
 
-    # the variants take turns step by step, so load changes on a shared machine hit all of them alike
-    variants = {"theirs_cholesky": theirs("cholesky"), "theirs_qr": theirs("qr"), "ours_primal": ours("primal"),
-                "ours_cg": ours("cg")}
-    seconds = {name: 0.0 for name in variants}
+    variants = {"theirs_cholesky": lambda: theirs("cholesky"), "theirs_qr": lambda: theirs("qr"),
+                "ours_primal": lambda: ours("primal"), "ours_cg": lambda: ours("cg")}
     losses = {}
-    for k in range(steps):
-        for name, step in variants.items():
-            start = time.perf_counter()
+
+    def sec_per_step(name: str) -> float:
+        step = variants[name]()  # fresh from the same initial weights
+        step()  # the first step is warm-up
+        start = time.perf_counter()
+        for _ in range(steps - 1):
             losses[name] = step()
-            if k > 0:  # the first step is warm-up
-                seconds[name] += time.perf_counter() - start
+        return (time.perf_counter() - start) / (steps - 1)
+
+    print(f"{out['problem']}: s/step", flush=True)
+    seconds = alternating_rounds({name: (lambda name=name: sec_per_step(name)) for name in variants}, pairs, "s/step")
     for name in variants:
-        out[name] = {"sec_per_step": round(seconds[name] / (steps - 1), 5), "mse_after_K": losses[name]}
-    out["ratio_ours_primal_vs_theirs_cholesky"] = round(out["ours_primal"]["sec_per_step"] /
-                                                        out["theirs_cholesky"]["sec_per_step"], 3)
-    out["ratio_ours_primal_vs_theirs_qr"] = round(out["ours_primal"]["sec_per_step"] /
-                                                  out["theirs_qr"]["sec_per_step"], 3)
+        out[name] = {"sec_per_step": round(statistics.median(seconds[name]), 5), "mse_after_K": losses[name]}
+    for theirs_name in ("theirs_cholesky", "theirs_qr"):
+        out[f"ratio_ours_primal_vs_{theirs_name}"] = summary(ratios_to(seconds, theirs_name)["ours_primal"],
+                                                             f"time ratio ours_primal/{theirs_name}")
     return out
 
 
@@ -169,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["lm", "memory", "all"], default="all")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 128, 320, 1280])
     parser.add_argument("--dense-max-p", type=int, default=300_000)
     parser.add_argument("--memory-case", nargs=2, metavar=("MODE", "WIDTH"), help=argparse.SUPPRESS)
@@ -178,7 +185,9 @@ def main() -> None:
         print(json.dumps(memory_case(args.memory_case[0], int(args.memory_case[1]))))
         return
     if args.part in ("lm", "all"):
-        print(json.dumps(bench_lm(args.steps), indent=2), flush=True)
+        if args.steps < 2:
+            raise SystemExit("error: --steps must be >= 2 (the first is warm-up)")
+        print(json.dumps(bench_lm(args.steps, args.pairs), indent=2), flush=True)
     if args.part in ("memory", "all"):
         print(json.dumps(bench_memory(args.widths, args.dense_max_p), indent=2))
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Peak memory of one training step through a Mapping Network vs the plain net (each in a fresh process).
 
-    python benchmarks/mapping_memory.py [--r18-batch 64] [--r50-batch 2]
+    python benchmarks/mapping_memory.py [--r18-batch 64] [--r50-batch 2] [--cases r18 r50] [--pairs 5]
 
 ResNet-18 (CIFAR, 10 classes) LWT with 20,000 latents vs plain ResNet-18 (target: < 1 GB extra; a dense
 mapping would need ~40 GB), and ResNet-50 (1000 classes, 25.6M generated parameters) SLVT d=2048 vs plain
-ResNet-50 (target: < 4 GB RSS; dense: ~209 GB). Memory is peak RSS (CPU) or peak CUDA memory with --cuda.
+ResNet-50 (target: < 4 GB RSS; dense: ~209 GB). Memory is peak RSS (CPU) or peak CUDA memory with --cuda, from
+the first pair's processes. The step-time ratio mapped/plain is the median of ``--pairs`` alternating pairs of
+fresh processes (one step each), spread min-max.
 """
 import argparse
 import functools
@@ -17,6 +19,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+from pairs import alternating_rounds, ratios_to, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +53,7 @@ def child(case: str, mapped: bool, batch: int, cuda: bool) -> dict:
     loss.backward()
     opt.step()
     step = time.perf_counter() - start
-    out = {"build_s": round(build, 2), "step_s": round(step, 2),
+    out = {"build_s": round(build, 2), "step_s": round(step, 4),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad)}
     if mapped:
@@ -77,17 +81,31 @@ def main() -> None:
     parser.add_argument("--r18-batch", type=int, default=64)
     parser.add_argument("--r50-batch", type=int, default=2)
     parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--pairs", type=int, default=5)
     opts = parser.parse_args()
     if opts.child:
         print(json.dumps(child(opts.child, opts.mapped, opts.batch, opts.cuda)))
         return
     key = "peak_cuda_mb" if opts.cuda else "peak_rss_mb"
-    for case, batch, label in (("r18", opts.r18_batch, "ResNet-18 LWT 20K"), ("r50", opts.r50_batch, "ResNet-50 SLVT 2048")):
-        plain, mapped = run_child(case, False, batch, opts.cuda), run_child(case, True, batch, opts.cuda)
+    labels = {"r18": ("ResNet-18 LWT 20K", opts.r18_batch), "r50": ("ResNet-50 SLVT 2048", opts.r50_batch)}
+    for case in opts.cases:
+        label, batch = labels[case]
+        rows: dict[bool, list[dict]] = {False: [], True: []}
+
+        def step_s(mapped: bool) -> float:
+            rows[mapped].append(run_child(case, mapped, batch, opts.cuda))
+            return rows[mapped][-1]["step_s"]
+
+        print(f"{label} (batch {batch}): step s, each in a fresh process", flush=True)
+        seconds = alternating_rounds({"mapped": lambda: step_s(True), "plain": lambda: step_s(False)}, opts.pairs,
+                                     "s", base="plain")
+        plain, mapped = rows[False][0], rows[True][0]
         print(f"{label} (batch {batch}): plain {json.dumps(plain)}")
         print(f"{label} (batch {batch}): mapped {json.dumps(mapped)}")
         print(f"{label}: {key} plain {plain[key]:.0f} MB, mapped {mapped[key]:.0f} MB, extra "
-              f"{mapped[key] - plain[key]:.0f} MB; step time ratio {mapped['step_s'] / plain['step_s']:.2f}x", flush=True)
+              f"{mapped[key] - plain[key]:.0f} MB; {summary(ratios_to(seconds, 'plain')['mapped'], 'step time ratio')}",
+              flush=True)
 
 
 if __name__ == "__main__":

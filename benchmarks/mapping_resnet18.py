@@ -2,14 +2,16 @@
 """Time per training step and peak memory of CIFAR ResNet-18 trained through LWT latents (Table 11) vs plain.
 
     python benchmarks/mapping_resnet18.py [--batch 32] [--steps 6] [--budgets 10000 20000] [--task-only]
-                                          [--cuda]
+                                          [--cuda] [--pairs 5]
 
 Each variant runs in a fresh process: build, one warm-up step, then ``steps`` timed steps (forward, the full
 Mapping Loss as the Table 11 configs ship it -- incl. the stability term's second forward pass on 32 samples --,
 backward, Adam step); the median step time is reported. ``--task-only`` adds a run per budget with all lambdas 0
 (generation + one forward pass), separating the cost of the mapping from that of the regularisers. Plain:
-ResNet-18 with cross-entropy and SGD. Memory is peak RSS of the process (CPU) or peak CUDA memory with --cuda.
-The plain net runs first and last (a shared machine drifts); ratios are against the mean of the two.
+ResNet-18 with cross-entropy and SGD. Memory is peak RSS of the process (CPU) or peak CUDA memory with --cuda,
+from the first round. All variants and the plain net run in alternating rounds (order reversed every other round,
+a fresh process each); each variant's step-time ratio to plain is the median of ``--pairs`` alternating pairs,
+spread min-max.
 """
 import argparse
 import functools
@@ -22,6 +24,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+from pairs import alternating_rounds, ratios_to, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +63,7 @@ def child(budget: int, batch: int, steps: int, cuda: bool, task_only: bool) -> d
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    out = {"build_s": round(build, 2), "step_s": round(statistics.median(times[1:]), 3),
+    out = {"build_s": round(build, 2), "step_s": round(statistics.median(times[1:]), 5),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "trainable": sum(p.numel() for p in params)}
     if budget:
@@ -87,6 +91,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[20_000])
     parser.add_argument("--task-only", action="store_true")
     parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--pairs", type=int, default=5)
     opts = parser.parse_args()
     if opts.child is not None:
         print(json.dumps(child(opts.child, opts.batch, opts.steps, opts.cuda, opts.task_only and opts.child > 0)))
@@ -96,20 +101,23 @@ def main() -> None:
     key = "peak_cuda_mb" if opts.cuda else "peak_rss_mb"
     print(f"batch {opts.batch}, median of {opts.steps} steps after 1 warm-up, torch threads "
           f"{torch.get_num_threads()}, {'CUDA' if opts.cuda else 'CPU'}")
-    first = run_child(0, opts)
-    print(f"plain ResNet-18 (first): {json.dumps(first)}", flush=True)
-    variants = [(b, False) for b in opts.budgets] + ([(b, True) for b in opts.budgets] if opts.task_only else [])
-    runs = {}
-    for budget, task_only in variants:
-        label = f"LWT {budget}{', task loss only' if task_only else ''}"
-        runs[label] = run_child(budget, opts, task_only)
-        print(f"{label}: {json.dumps(runs[label])}", flush=True)
-    last = run_child(0, opts)
-    print(f"plain ResNet-18 (last): {json.dumps(last)}")
-    plain = {k: (first[k] + last[k]) / 2 for k in ("step_s", key)}
-    for label, mapped in runs.items():
-        print(f"{label} / plain: step time {mapped['step_s'] / plain['step_s']:.2f}x, {key} "
-              f"{mapped[key] / plain[key]:.2f}x ({mapped[key] - plain[key]:+.0f} MB)", flush=True)
+    variants = {"plain ResNet-18": (0, False)} | {f"LWT {b}": (b, False) for b in opts.budgets} | \
+        ({f"LWT {b}, task loss only": (b, True) for b in opts.budgets} if opts.task_only else {})
+    runs: dict[str, list[dict]] = {label: [] for label in variants}
+
+    def step_s(label: str) -> float:
+        runs[label].append(run_child(variants[label][0], opts, variants[label][1]))
+        return runs[label][-1]["step_s"]
+
+    seconds = alternating_rounds({label: (lambda label=label: step_s(label)) for label in variants}, opts.pairs,
+                                 "s/step", base="plain ResNet-18")
+    for label, rows in runs.items():
+        print(f"{label} (first round): {json.dumps(rows[0])}")
+    plain = runs["plain ResNet-18"][0][key]
+    for label, ratios in ratios_to(seconds, "plain ResNet-18").items():
+        mapped = runs[label][0][key]
+        print(f"{label} / plain: {summary(ratios, 'step time ratio')}; {key} {mapped / plain:.2f}x "
+              f"({mapped - plain:+.0f} MB)", flush=True)
 
 
 if __name__ == "__main__":

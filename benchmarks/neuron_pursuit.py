@@ -1,6 +1,6 @@
 """Neuron Pursuit throughput: GD steps/s of NeuronPursuitModule's inner loop vs a plain PyTorch full-batch loop.
 
-    OMP_NUM_THREADS=1 python benchmarks/neuron_pursuit.py [--sizes fig6 g1 pvr] [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/neuron_pursuit.py [--sizes fig6 g1 pvr] [--pairs 5]
 
 For each size (Fig. 6: 500 x 20, widths [2, 1], ReLU; g1: 1600 x 50, widths [4, 1], leaky ReLU 0.5; PVR: the
 paper's 100,000 x 21 with its final widths [34, 9], ReLU), both loops run on the same net (float64, the configs'
@@ -9,8 +9,8 @@ dtype) and data:
 - module: ``NeuronPursuitModule`` in a Lightning ``Trainer`` (manual optimisation, ``gd_steps_per_batch`` GD steps
   per Lightning step, ``last.ckpt`` written every epoch as train.py does); the time of its second epoch, from the
   epoch start to the end of fit, so Lightning's per-step and per-epoch work counts and its one-off setup does not.
-The two alternate ``--repeats`` times in one process; the ratio (module steps/s over plain steps/s) is the median
-over the pairs, with its min and max. The target is >= 0.8. Also printed: the plain loop in float32 (what the
+The ratio (module steps/s over plain steps/s) is the median of ``--pairs`` alternating pairs in one process,
+spread min-max. The target is >= 0.8. Also printed: the plain loop in float32 (what the
 module would gain from float32; NP keeps float64, docs/neuron_pursuit.md "Performance") and one NP growth
 iteration (PGA, H = 10 restarts x 2500 steps on every layer) in GD steps of the module.
 """
@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from datamodules.synthetic import FullBatchDataModule
 from lit_modules.neuron_pursuit import NeuronPursuitModule
 from nets.neuron_pursuit.ncf import growth_objective, growth_problems, pga
+from pairs import alternating_rounds, ratios_to, summary
 
 # name -> (n, d, widths, alpha, GD steps per measurement)
 SIZES: dict[str, tuple[int, int, list[int], float, int]] = {
@@ -95,21 +96,23 @@ def growth_iteration_seconds(module: NeuronPursuitModule, x: torch.Tensor, y: to
     return time.perf_counter() - start
 
 
-def measure(name: str, repeats: int, growth: bool) -> dict[str, Any]:
+def measure(name: str, pairs: int, growth: bool) -> dict[str, Any]:
     n, d, widths, alpha, steps = SIZES[name]
     module, x, y = problem(n, d, widths, alpha)
     data = Tensors(x, y)
     plain_net = module.net  # the same net object: both loops move the same weights from wherever they are
     plain_steps_per_s(plain_net, x, y, max(steps // 10, 2))  # warm-up
-    pairs = [(plain_steps_per_s(plain_net, x, y, steps), module_steps_per_s(module, data, steps))
-             for _ in range(repeats)]
-    ratios = sorted(m / p for p, m in pairs)
+    print(f"{name}: GD steps/s")
+    values = alternating_rounds({"module": lambda: module_steps_per_s(module, data, steps),
+                                 "plain": lambda: plain_steps_per_s(plain_net, x, y, steps)}, pairs, base="plain")
+    ratios = ratios_to(values, "plain")["module"]
+    print(summary(ratios, f"{name}: ratio module / plain", ">= 0.8"), flush=True)
     net32 = type(plain_net)(d, 1, len(widths) + 1, alpha, 1, widths, dtype=torch.float32)
     net32.set_flat(plain_net.flat().float())
     plain32 = statistics.median(plain_steps_per_s(net32, x.float(), y.float(), steps) for _ in range(3))
-    out = {"size": name, "n": n, "widths": widths, "plain": statistics.median(p for p, _ in pairs),
-           "module": statistics.median(m for _, m in pairs), "ratio": statistics.median(ratios),
-           "ratio_min": ratios[0], "ratio_max": ratios[-1], "plain_float32": plain32}
+    out = {"size": name, "n": n, "widths": widths, "plain": statistics.median(values["plain"]),
+           "module": statistics.median(values["module"]), "ratio": statistics.median(ratios),
+           "ratio_min": min(ratios), "ratio_max": max(ratios), "plain_float32": plain32}
     if growth:
         out["growth_s"] = growth_iteration_seconds(module, x, y)
     return out
@@ -118,14 +121,16 @@ def measure(name: str, repeats: int, growth: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # one Trainer per repeat: no banners
-    print(f"GD steps/s, float64, {torch.get_num_threads()} thread(s), median of {args.repeats} alternating pairs")
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # one Trainer per pair: no banners
+    results = [measure(name, args.pairs, growth=name != "pvr") for name in args.sizes]
+    print(f"\nGD steps/s, float64, {torch.get_num_threads()} thread(s), median of {args.pairs} alternating pairs, "
+          f"ratio spread min-max")
     print("| size | n | widths | plain loop | NP module | ratio (min-max) | plain loop float32 | growth iteration |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in args.sizes:
-        r = measure(name, args.repeats, growth=name != "pvr")
+    for r in results:
+        name = r["size"]
         growth = f"{r['growth_s']:.2f} s = {r['growth_s'] * r['module']:.0f} GD steps" if "growth_s" in r else "-"
         print(f"| {name} | {r['n']} | {r['widths']} | {r['plain']:.0f} | {r['module']:.0f} | **{r['ratio']:.2f}** "
               f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['plain_float32']:.0f} | {growth} |", flush=True)

@@ -69,7 +69,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         ratios = alternating_pairs(lambda: lightning_run(opts.data_root, opts.batch_size, opts.steps, out),
                                    lambda: hand_run(images, targets, dm.mean[0], dm.std[0], opts.batch_size,
-                                                    opts.steps), opts.pairs, "samples/s")
+                                                    opts.steps), opts.pairs, "samples/s",
+                                   labels=("lightning", "hand"))
     print(summary(ratios, "throughput ratio lightning/hand", ">= 0.95"))
 
 

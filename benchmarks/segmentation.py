@@ -2,16 +2,20 @@
 """Training images/s of CNN3 trained through a Mapping Network (Table 6 configs) / plain CNN3, at 256x256.
 
     python benchmarks/segmentation.py [--batch-size 16] [--steps 20] [--warmup 3] [--size 256] [--device auto]
+                                      [--pairs 5]
 
 Each variant is built from its config's model section (``configs/baseline/cnn3_cityscapes.yaml``,
 ``configs/mapping/cnn3_cityscapes.yaml`` with the mappings of ``configs/mapping/grids/table6_cityscapes.yaml``;
 "task loss": all lambdas 0, so without the stability
 term's second forward pass) and trained by a Lightning ``Trainer`` on random images
 and labels already on the device (so data loading is not measured: this is the model + optimiser cost). The
-clock runs from the end of warm-up step ``warmup`` to the last step. Variants run one after another in this process.
+clock runs from the end of warm-up step ``warmup`` to the last step. All variants run in this process in alternating
+rounds (order reversed every other round); each variant's time ratio to plain CNN3 (always measured) is the median
+of ``--pairs`` alternating pairs, spread min-max.
 """
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from jsonargparse import ArgumentParser
+
+from pairs import alternating_rounds, ratios_to, summary
 
 MAPPED = "configs/mapping/cnn3_cityscapes.yaml"
 SLVT, LWT = ({"mapping": {"class_path": "nets.mapping.LatentMapping",
@@ -63,7 +69,7 @@ class StepClock(pl.Callback):
         self.end = self.sync(module)
 
 
-def images_per_second(config: str, overrides: dict[str, Any], batch: int, steps: int, warmup: int, size: int,
+def seconds_per_image(config: str, overrides: dict[str, Any], batch: int, steps: int, warmup: int, size: int,
                       device: str) -> float:
     torch.manual_seed(0)
     model = build_model(config, overrides)
@@ -72,11 +78,11 @@ def images_per_second(config: str, overrides: dict[str, Any], batch: int, steps:
     y[:, :8] = 255  # some ignored pixels, as in Cityscapes
     data = [(x, y)] * (warmup + steps)
     clock = StepClock(warmup)
-    trainer = pl.Trainer(accelerator=device, devices=1, max_steps=warmup + steps, logger=False,
+    trainer = pl.Trainer(accelerator=device, devices=1, max_epochs=1, max_steps=warmup + steps, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[clock], limit_val_batches=0)
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
-    return steps * batch / (clock.end - clock.start)
+    return (clock.end - clock.start) / (steps * batch)
 
 
 def main() -> None:
@@ -87,19 +93,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--pairs", type=int, default=5)
     opts = parser.parse_args()
-    rates = {}
-    for label in opts.variants:
-        rates[label] = images_per_second(*VARIANTS[label], opts.batch_size, opts.steps, opts.warmup, opts.size,
-                                         opts.device)
-        print(f"{label}: {rates[label]:.2f} images/s", flush=True)
+    labels = ["CNN3"] + [label for label in opts.variants if label != "CNN3"]  # the baseline of every ratio
     on_gpu = torch.cuda.is_available() and opts.device != "cpu"
     where = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{opts.size}x{opts.size}, batch {opts.batch_size}, {opts.steps} timed steps after {opts.warmup}, {where}")
-    base = rates.get("CNN3")
-    for label, rate in rates.items():
-        ratio = f"   time ratio {base / rate:.2f}x" if base else ""
-        print(f"{label:22s} {rate:8.2f} images/s{ratio}")
+    print(f"{opts.size}x{opts.size}, batch {opts.batch_size}, {opts.steps} timed steps after {opts.warmup}, {where}")
+    seconds = alternating_rounds({label: (lambda label=label: seconds_per_image(
+        *VARIANTS[label], opts.batch_size, opts.steps, opts.warmup, opts.size, opts.device)) for label in labels},
+        opts.pairs, "s/image", base="CNN3")
+    ratios = ratios_to(seconds, "CNN3")
+    print()
+    for label in labels:
+        rate = f"{1 / statistics.median(seconds[label]):8.2f} images/s (median)"
+        print(f"{label:22s} {rate}" + (f"   {summary(ratios[label], 'time ratio')}" if label in ratios else ""))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """The grid runner's cost: --jobs 1 vs --jobs 2 wall time, and its overhead per run over ``train.run`` alone.
 
-    python benchmarks/sweep_runner.py [--data-root data] [--steps 40] [--repeats 3]
+    python benchmarks/sweep_runner.py [--data-root data] [--steps 40] [--pairs 5]
 
-A 4-cell x 2-seed grid of short CNN2/Fashion-MNIST runs. Each repeat times ``sweep.py --jobs 1`` and
-``--jobs 2`` (alternating, fresh folders) and the same 8 runs through ``train.run`` in one process; prints the
-median jobs2/jobs1 ratio (target <= 0.65 on 2 cores) and the median overhead per run of ``--jobs 1`` over
-``train.run`` (target <= 2 s), with the spread. (Not named sweep.py: it would shadow the sweep module it imports.)
+A 4-cell x 2-seed grid of short CNN2/Fashion-MNIST runs. Each round times ``sweep.py --jobs 1``, ``--jobs 2``
+(fresh folders) and the same 8 runs through ``train.run`` in this process, the order reversed every other round;
+prints the jobs2/jobs1 wall-time ratio as the median of ``--pairs`` alternating pairs, spread min-max (target
+<= 0.65 on 2 cores), and the median overhead per run of ``--jobs 1`` over ``train.run`` (target <= 2 s), spread
+min-max. (Not named sweep.py: it would shadow the sweep module it imports.)
 """
 import argparse
+import itertools
 import statistics
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import yaml
 
 import sweep
 import train
+from pairs import alternating_rounds, ratios_to, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [0, 1]
@@ -60,25 +63,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=str(ROOT / "data"))
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
-    ratios, overheads = [], []
+    runs = len(SEEDS) * 4
     with tempfile.TemporaryDirectory() as tmp:
-        grid = grid_file(Path(tmp), args.steps)
+        grid, fresh = grid_file(Path(tmp), args.steps), itertools.count()
         time_in_process(grid, Path(tmp) / "warmup", args.data_root)  # imports and caches paid once
-        for k in range(args.repeats):
-            one = time_sweep(grid, 1, Path(tmp) / f"j1_{k}", args.data_root)
-            two = time_sweep(grid, 2, Path(tmp) / f"j2_{k}", args.data_root)
-            alone = time_in_process(grid, Path(tmp) / f"ip_{k}", args.data_root)
-            runs = len(SEEDS) * 4
-            ratios.append(two / one)
-            overheads.append((one - alone) / runs)
-            print(f"repeat {k}: jobs1 {one:.1f} s, jobs2 {two:.1f} s, train.run alone {alone:.1f} s "
-                  f"({runs} runs)", flush=True)
-    print(f"jobs2 / jobs1 wall time: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}; target <= 0.65)")
+        print(f"wall time of {runs} runs ({args.steps} steps each)")
+        seconds = alternating_rounds({
+            "jobs1": lambda: time_sweep(grid, 1, Path(tmp) / f"j1_{next(fresh)}", args.data_root),
+            "jobs2": lambda: time_sweep(grid, 2, Path(tmp) / f"j2_{next(fresh)}", args.data_root),
+            "train.run alone": lambda: time_in_process(grid, Path(tmp) / f"ip_{next(fresh)}", args.data_root)},
+            args.pairs, "s", base="jobs1")
+    overheads = [(one - alone) / runs for one, alone in zip(seconds["jobs1"], seconds["train.run alone"])]
+    print(summary(ratios_to(seconds, "jobs1")["jobs2"], "jobs2 / jobs1 wall time", "<= 0.65"))
     print(f"sweep --jobs 1 overhead per run over train.run: median {statistics.median(overheads):.2f} s "
-          f"(min {min(overheads):.2f}, max {max(overheads):.2f}; target <= 2 s)")
+          f"(spread {min(overheads):.2f}-{max(overheads):.2f} over {len(overheads)} rounds)  target <= 2 s")
 
 
 if __name__ == "__main__":
