@@ -1,6 +1,6 @@
 """Lightning path vs a hand-written PyTorch loop: CNN2 on Fashion-MNIST, same data, batch, optimizer.
 
-    python benchmarks/overhead.py --data-root ../shared/data [--steps 300] [--pairs 5]
+    python benchmarks/overhead.py --data-root ../shared/data [--steps 1000] [--pairs 5]
 
 The Lightning side is ``train.run`` (exactly what ``python train.py`` runs: our datamodule, SupervisedModule with
 its torchmetrics, CSV logging, checkpoint/NaN/RNG callbacks), timed by the run's own ``train_samples_per_second``;
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=5)
     opts = parser.parse_args()
 
