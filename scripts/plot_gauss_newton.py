@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Figs. 1-3 of the Gauss-Newton dynamics paper from the runs' metrics.csv, plus a summary table.
+"""Figs. 1-3 of the Gauss-Newton dynamics paper over seeds, from a sweep folder, plus a summary table.
 
-    python scripts/plot_gauss_newton.py --runs ROOT --out docs/results/gauss_newton [--label "synthetic stand-in"]
+    python scripts/plot_gauss_newton.py --runs DIR --out docs/results/gauss_newton_real [--label "..."]
 
-ROOT holds the runs of scripts/gauss_newton_runs.sh (``<root>/{gn,gf}_alpha<a>/version_<k>/``; the newest
-version is used). Writes fig1_gn_loss_distance.png, fig2_gn_riemannian_gradient_lambda_min.png,
-fig3_gf_loss_distance.png (+ fig3_gf_stable_dt_vs_gn.png when runs ``gf_alpha<a>_dt<gf-dt>`` exist) and
-summary.md into --out.
+DIR is the ``--out`` of ``sweep.py configs/gauss_newton/grids/figs1_3_real.yaml`` (``DIR/<cell>/seed_<s>/version_<k>/``,
+cells ``{gn,gf}_alpha<a>`` and ``gf_alpha<a>_dt<dt>``; the newest version of each seed is used). Every curve is the
+median over seeds at each step, with the min-max band. Writes fig1_gn_loss_distance.png,
+fig2_gn_riemannian_gradient_lambda_min.png, fig3_gf_loss_distance.png (+ fig3_gf_stable_dt_vs_gn.png when the
+stable-step GF cells have runs) and summary.md (median [min, max] over seeds) into --out.
 """
 import argparse
 import csv
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -24,9 +26,14 @@ ALPHAS = ("0.125", "8", "16", "256")
 ALPHA_LABEL = {"0.125": "1/8", "8": "8", "16": "16", "256": "256"}
 
 
-def newest_run(root: Path, name: str) -> Path | None:
-    versions = [p for p in (root / name).glob("version_*") if (p / "metrics.csv").is_file()]
-    return max(versions, key=lambda p: int(re.sub(r"\D", "", p.name) or -1)) if versions else None
+def seed_runs(root: Path, cell: str) -> list[Path]:
+    """The newest finished-or-not version of every seed of ``cell``."""
+    runs = []
+    for seed in sorted((root / cell).glob("seed_*")):
+        versions = [p for p in seed.glob("version_*") if (p / "metrics.csv").is_file()]
+        if versions:
+            runs.append(max(versions, key=lambda p: int(re.sub(r"\D", "", p.name) or -1)))
+    return runs
 
 
 def read_series(run: Path) -> dict[str, list[float]]:
@@ -36,15 +43,30 @@ def read_series(run: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) if r.get(k) else math.nan for r in rows] for k in rows[0]} if rows else {}
 
 
+def over_seeds(series: list[dict[str, list[float]]], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """t, median, min and max of ``key`` at each step over the seeds that reached it (NaNs skipped)."""
+    t, med, lo, hi = [], [], [], []
+    for i in range(max((len(s.get(key, [])) for s in series), default=0)):
+        values = [s[key][i] for s in series if i < len(s.get(key, [])) and not math.isnan(s[key][i])]
+        if values:
+            t.append(next(s["train/t"][i] for s in series if i < len(s["train/t"])))
+            med.append(statistics.median(values)), lo.append(min(values)), hi.append(max(values))
+    return t, med, lo, hi
+
+
 FLOOR = 1e-12  # values below (lambda_min after the exit time) are drawn at the floor of the log axis
 
 
-def panel(ax: plt.Axes, runs: dict[str, dict], key: str, ylabel: str, log: bool) -> None:
-    for alpha, series in runs.items():
-        if key in series:
-            values = [max(v, FLOOR) for v in series[key]] if log else series[key]
-            ax.plot(series["train/t"], values, label=f"α = {ALPHA_LABEL[alpha]}" if alpha in ALPHA_LABEL else alpha, lw=1.4)
-    ax.set_xlabel("t"), ax.set_ylabel(ylabel), ax.grid(alpha=0.3), ax.legend()
+def panel(ax: plt.Axes, runs: dict[str, list[dict]], key: str, ylabel: str, log: bool) -> None:
+    for name, series in runs.items():
+        t, med, lo, hi = over_seeds(series, key)
+        if not t:
+            continue
+        clip = (lambda v: [max(x, FLOOR) for x in v]) if log else (lambda v: v)  # noqa: E731
+        label = (f"α = {ALPHA_LABEL[name]}" if name in ALPHA_LABEL else name) + f" ({len(series)} seeds)"
+        line, = ax.plot(t, clip(med), label=label, lw=1.4)
+        ax.fill_between(t, clip(lo), clip(hi), color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("t"), ax.set_ylabel(ylabel), ax.grid(alpha=0.3), ax.legend(fontsize=8)
     if log:
         ax.set_yscale("log")
 
@@ -69,50 +91,61 @@ def log_slope(s: dict, key: str, t0: float, t1: float) -> float:
     return sum((t - mt) * (v - mv) for t, v in pts) / sum((t - mt) ** 2 for t, _ in pts)
 
 
-def summary_row(label: str, alpha: str, s: dict, run: Path) -> str:
-    res = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
-    lam = [v for v in s.get("train/lambda_min", []) if not math.isnan(v)]
-    return (f"| {label} | {ALPHA_LABEL[alpha]} | {len(s['train/loss'])} | {s['train/t'][-1]:.2f} | "
-            f"{s['train/loss'][0]:.4g} | {s['train/loss'][-1]:.4g} | {min(s['train/loss']):.4g} | "
-            f"{s['train/w_dist'][-1]:.4g} | {s.get('train/riem_grad_norm', [math.nan])[-1]:.3g} | "
-            f"{min(lam) if lam else math.nan:.3g} | {log_slope(s, 'train/riem_grad_norm', 0.5, 5):.3g} | "
-            f"{res.get('exit_time')} | {res.get('fallback_step')} | {res.get('theory/linearised_lsq_loss', '')} |")
+def spread(values: list[float]) -> str:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return ""
+    return f"{statistics.median(values):.4g} [{min(values):.3g}, {max(values):.3g}]"
+
+
+def summary_row(label: str, alpha: str, series: list[dict], runs: list[Path]) -> str:
+    results = [json.loads((r / "results.json").read_text()) if (r / "results.json").is_file() else {} for r in runs]
+    last = lambda key: [s[key][-1] for s in series if s.get(key)]  # noqa: E731
+    lam = [min((v for v in s.get("train/lambda_min", []) if not math.isnan(v)), default=math.nan) for s in series]
+    return (f"| {label} | {ALPHA_LABEL[alpha]} | {len(series)} | {spread(last('train/t'))} | "
+            f"{spread(last('train/loss'))} | {spread([min(s['train/loss']) for s in series])} | "
+            f"{spread(last('train/w_dist'))} | {spread(last('train/riem_grad_norm'))} | {spread(lam)} | "
+            f"{spread([log_slope(s, 'train/riem_grad_norm', 0.5, 5) for s in series])} | "
+            f"{spread([r.get('exit_time') for r in results])} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--runs", type=Path, required=True, help="the sweep folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--label", default="", help="data label shown in every title, e.g. 'synthetic stand-in'")
-    parser.add_argument("--gf-dt", default="0.001", help="also plot runs named gf_alpha<a>_dt<this> if present")
+    parser.add_argument("--gf-dt", default="0.0005", help="the stable-step GF cells gf_alpha<a>_dt<this>")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = f" — {args.label}" if args.label else ""
-    runs = {kind: {a: read_series(r) for a in ALPHAS if (r := newest_run(args.runs, f"{kind}_alpha{a}"))}
-            for kind in ("gn", "gf")}
-    figure(runs["gn"], [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
+    paths = {(kind, a): seed_runs(args.runs, f"{kind}_alpha{a}") for kind in ("gn", "gf", "gf_dt") for a in ALPHAS}
+    paths = {(kind, a): seed_runs(args.runs, f"gf_alpha{a}_dt{args.gf_dt}") if kind == "gf_dt" else runs
+             for (kind, a), runs in paths.items()}
+    series = {key: [s for s in map(read_series, runs) if s] for key, runs in paths.items()}
+    by_kind = {kind: {a: series[(kind, a)] for a in ALPHAS if series[(kind, a)]} for kind in ("gn", "gf", "gf_dt")}
+    figure(by_kind["gn"], [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
            f"Fig. 1: Gauss-Newton flow (ρ = 0){suffix}", args.out / "fig1_gn_loss_distance.png")
-    figure(runs["gn"], [("train/riem_grad_norm", "‖grad_M g(αf(w_t))‖₂ (norm, not squared)", True),
-                        ("train/lambda_min", "λ_min(DfᵀDf)", True)],
+    figure(by_kind["gn"], [("train/riem_grad_norm", "‖grad_M g(αf(w_t))‖₂ (norm, not squared)", True),
+                           ("train/lambda_min", "λ_min(DfᵀDf)", True)],
            f"Fig. 2: Gauss-Newton flow (ρ = 0){suffix}", args.out / "fig2_gn_riemannian_gradient_lambda_min.png")
-    figure(runs["gf"], [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
+    figure(by_kind["gf"], [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
            f"Fig. 3: gradient flow (ρ = 1){suffix}", args.out / "fig3_gf_loss_distance.png")
-    header = ["| run | α | steps | t_end | loss(0) | loss(end) | min loss | ‖w−w0‖ end | ‖grad_M g‖ end | "
-              "min λ_min(JᵀJ) | slope of log‖grad_M g‖, t∈[0.5,5] | exit time T | first fallback step | "
-              "‖(I−P0)y‖² |", "|" + "---|" * 14]
-    stable = {a: read_series(r) for a in ALPHAS if (r := newest_run(args.runs, f"gf_alpha{a}_dt{args.gf_dt}"))}
-    if stable:  # GF at a step below 1 / lambda_max(K0) against GN at the same alpha, same t range
-        t_end = max(s["train/t"][-1] for s in stable.values())
-        both = {**{f"GN α={ALPHA_LABEL[a]}, Δt=0.01": {k: [v for t, v in zip(s["train/t"], vals) if t <= t_end]
-                                            for k, vals in s.items()} for a, s in runs["gn"].items() if a in stable},
-                **{f"GF α={ALPHA_LABEL[a]}, Δt={args.gf_dt}": s for a, s in stable.items()}}
+    if by_kind["gf_dt"]:  # GF at a step below 1 / lambda_max(K0) against GN at the same alpha, same t range
+        t_end = max(s["train/t"][-1] for runs in by_kind["gf_dt"].values() for s in runs)
+        cut = lambda s: {k: [v for t, v in zip(s["train/t"], vals) if t <= t_end] for k, vals in s.items()}  # noqa
+        both = {**{f"GN α={ALPHA_LABEL[a]}, Δt=0.01": [cut(s) for s in by_kind["gn"][a]]
+                   for a in by_kind["gf_dt"] if a in by_kind["gn"]},
+                **{f"GF α={ALPHA_LABEL[a]}, Δt={args.gf_dt}": runs for a, runs in by_kind["gf_dt"].items()}}
         figure(both, [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
                f"Fig. 3 with a stable gradient-flow step{suffix}", args.out / "fig3_gf_stable_dt_vs_gn.png")
-    lines = header + [summary_row(kind.upper(), a, s, newest_run(args.runs, f"{kind}_alpha{a}"))
-                      for kind in ("gn", "gf") for a, s in runs[kind].items()]
-    lines += [summary_row(f"GF Δt={args.gf_dt}", a, s, newest_run(args.runs, f"gf_alpha{a}_dt{args.gf_dt}"))
-              for a, s in stable.items()]
-    (args.out / "summary.md").write_text(f"Data: {args.label or 'see the run configs'}\n\n" + "\n".join(lines) + "\n")
+    header = ["| run | α | seeds | t_end | loss(end) | min loss | ‖w−w0‖ end | ‖grad_M g‖ end | min λ_min(JᵀJ) | "
+              "slope of log‖grad_M g‖, t∈[0.5,5] | exit time T |", "|" + "---|" * 11,
+              ]
+    labels = {"gn": "GN", "gf": "GF", "gf_dt": f"GF Δt={args.gf_dt}"}
+    lines = header + [summary_row(labels[kind], a, by_kind[kind][a], paths[(kind, a)])
+                      for kind in ("gn", "gf", "gf_dt") for a in by_kind[kind]]
+    (args.out / "summary.md").write_text(f"Data: {args.label or 'see the run configs'}; median [min, max] over seeds\n\n"
+                                         + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
