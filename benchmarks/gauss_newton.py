@@ -11,6 +11,10 @@ weights (the first untimed), the variants in alternating rounds in one process (
 prints the median time per step, the loss after K steps, and the time ratios of ours (primal) to theirs (Cholesky,
 QR), each the median of ``--pairs`` alternating pairs, spread min-max.
 
+``lm-real``: the same comparison on the real California Housing (``--data-root``: the folder with
+california_housing.csv) with the model of the LM-vs-Adam grid: a tanh MLP 8-``--hidden``-1 (nets.TanhMLP) on the
+first ``--batch`` rows of the fixed seeded 16,000-row training split (standardised features, target in $100k).
+
 ``memory``: one damped GN direction for an MLP 784-W-1 on n = 256 samples at growing p, dense (per-sample
 n x p J, n x n dual solve) against matrix-free CG (JVP/VJP, at most 100 iterations); each case runs in its own
 process and reports the peak resident memory above the level before the solve (sampled every ms).
@@ -58,14 +62,25 @@ def sinc_problem(n: int = 1000, seed: int = 0) -> tuple[nn.Module, torch.Tensor,
     return model, x, y
 
 
-def bench_lm(steps: int, pairs: int) -> dict:
+def housing_problem(root: str, hidden: int, batch: int, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The LM-vs-Adam grid's model and data (configs/gauss_newton/mlp_california.yaml), float32, ``batch`` rows."""
+    from datamodules import CaliforniaHousingDataModule
+    from nets import TanhMLP
+
+    data = CaliforniaHousingDataModule(root=root, n_train=16000, n_val=2000, n_test=2000, seed=0)
+    data.setup("fit")
+    x, y = (t[:batch].float() for t in data.train_xy)
+    torch.manual_seed(seed)
+    return TanhMLP(8, [hidden]), x, y.unsqueeze(1)
+
+
+def bench_lm(steps: int, pairs: int, problem: tuple[nn.Module, torch.Tensor, torch.Tensor], label: str) -> dict:
     from torch_levenberg_marquardt.damping import StandardDampingStrategy
     from torch_levenberg_marquardt.training import LevenbergMarquardtModule
 
-    model, x, y = sinc_problem()
+    model, x, y = problem
     n = len(x)
-    out = {"problem": f"sinc fit, MLP 1-20-20-1 tanh, N={n}, p={sum(p.numel() for p in model.parameters())}, "
-                      f"float32, {steps} steps"}
+    out = {"problem": f"{label}, N={n}, p={sum(p.numel() for p in model.parameters())}, float32, {steps} steps"}
 
     def theirs(solve_method: str):
         lm = LevenbergMarquardtModule(copy.deepcopy(model), learning_rate=1.0, attempts_per_step=10,
@@ -173,7 +188,10 @@ def bench_memory(widths: list[int], dense_max_p: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["lm", "memory", "all"], default="all")
+    parser.add_argument("--part", choices=["lm", "lm-real", "memory", "all"], default="all")
+    parser.add_argument("--data-root", default="data", help="lm-real: the folder with california_housing.csv")
+    parser.add_argument("--hidden", type=int, default=18, help="lm-real: hidden width of the tanh MLP")
+    parser.add_argument("--batch", type=int, default=1024, help="lm-real: rows per step (at most 16,000)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 128, 320, 1280])
@@ -184,10 +202,15 @@ def main() -> None:
     if args.memory_case:
         print(json.dumps(memory_case(args.memory_case[0], int(args.memory_case[1]))))
         return
+    if args.steps < 2:
+        raise SystemExit("error: --steps must be >= 2 (the first is warm-up)")
     if args.part in ("lm", "all"):
-        if args.steps < 2:
-            raise SystemExit("error: --steps must be >= 2 (the first is warm-up)")
-        print(json.dumps(bench_lm(args.steps, args.pairs), indent=2), flush=True)
+        print(json.dumps(bench_lm(args.steps, args.pairs, sinc_problem(), "sinc fit, MLP 1-20-20-1 tanh"), indent=2),
+              flush=True)
+    if args.part == "lm-real":
+        problem = housing_problem(args.data_root, args.hidden, args.batch)
+        label = f"California Housing, tanh MLP 8-{args.hidden}-1"
+        print(json.dumps(bench_lm(args.steps, args.pairs, problem, label), indent=2), flush=True)
     if args.part in ("memory", "all"):
         print(json.dumps(bench_memory(args.widths, args.dense_max_p), indent=2))
 
