@@ -92,7 +92,7 @@ def diverging_problem():
 def test_lr_halving_restores_the_exact_previous_weights() -> None:
     net, x, y = diverging_problem()
     params = list(net.weights)
-    loss = lambda: (net(x) - y).square().mean()  # noqa: E731
+    loss = lambda: (net(x) - y).square().mean().detach()  # noqa: E731
     schedule = HalvingSchedule(lr=3.0, every=2, max_halvings=3)
     schedule.begin(params, loss)
     checkpoints = [[p.detach().clone() for p in params]]  # weights at the stage start and at every kept check
