@@ -9,7 +9,6 @@ is one curve; the line is the median over seeds at each evaluation, the band min
 ``<optimizer>_<net>``.
 """
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from sweep import finished_results  # noqa: E402
 
 NETS = {"w18": "8-18-1", "w64": "8-64-1", "w64x64": "8-64-64-1"}
 
@@ -28,9 +29,9 @@ def curves(root: Path) -> dict[str, dict[str, list[list[list[float]]]]]:
     for cell in sorted(p for p in root.iterdir() if p.is_dir()):
         optimizer, _, net = cell.name.rpartition("_")
         for seed in sorted(cell.glob("seed_*")):
-            done = sorted(seed.glob("version_*/results.json"), key=lambda p: p.stat().st_mtime)
-            if done:
-                out[net][optimizer].append(json.loads(done[-1].read_text())["budget/curve"])
+            results = finished_results(root, cell.name, int(seed.name.removeprefix("seed_")))
+            if results is not None:
+                out[net][optimizer].append(results["budget/curve"])
     return out
 
 

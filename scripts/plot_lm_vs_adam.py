@@ -9,13 +9,14 @@ is the sweep's table.md.
 """
 import argparse
 import csv
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from sweep import finished_results  # noqa: E402
 
 LABELS = {"lm": "LM (square-root GGN, CG)", "adam": "Adam lr=1e-3"}
 
@@ -28,11 +29,10 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for cell, label in LABELS.items():
         for k, seed in enumerate(sorted((args.runs / cell).glob("seed_*"))):
-            done = sorted(seed.glob("version_*/results.json"), key=lambda p: p.stat().st_mtime)
-            if not done:
+            res = finished_results(args.runs, cell, int(seed.name.removeprefix("seed_")))
+            if res is None:
                 continue
-            res = json.loads(done[-1].read_text())
-            with open(done[-1].parent / "metrics.csv", newline="") as file:
+            with open(Path(res["run_dir"]) / "metrics.csv", newline="") as file:
                 rows = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(file) if r.get("train/loss")]
             per_step = res["train_seconds"] / max(res["global_step"], 1)
             color = "C0" if cell == "lm" else "C1"
