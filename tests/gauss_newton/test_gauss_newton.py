@@ -254,3 +254,31 @@ def test_scikit_learn_cache_gives_the_same_table_as_the_csv(tmp_path: Path) -> N
     b = CaliforniaHousingDataModule(str(cache), n_train=64, n_test=32)
     a.setup(), b.setup()
     torch.testing.assert_close(a.train_xy, b.train_xy)
+
+
+# ---------------------------------------------------------------------------------------------- LM vs Adam budget
+def budget_args(root: Path) -> list[str]:
+    return ["--config", "configs/gauss_newton/mlp_california.yaml", "--data.root", str(root), "--data.n_train", "64",
+            "--data.n_val", "16", "--data.n_test", "16", "--data.steps_per_epoch", "3",
+            "--trainer.callbacks.init_args.seconds", "600", "--trainer.callbacks.init_args.every", "0.001"]
+
+
+def test_wall_clock_budget_records_curves_and_continues_after_resume(tmp_path: Path) -> None:
+    root = write_csv(tmp_path / "data", raw_table(121))
+    runs = tmp_path / "runs"
+    assert run_train([*budget_args(root), "--name", "cut", "--trainer.max_steps", "4"], runs) == 0
+    assert run_train([*budget_args(root), "--name", "cut", "--trainer.max_steps", "9", "--ckpt_path", "last"],
+                     runs) == 0
+    res = read_results(run_dir(runs, "cut"))
+    assert res["budget/steps"] == 9  # steps and training time accumulate across the resume
+    curve = res["budget/curve"]
+    assert [row[1] for row in curve] == sorted(row[1] for row in curve) and curve[-1][1] == 9
+    assert all(np.isfinite(row[2]) and np.isfinite(row[3]) for row in curve)
+    assert res["budget/test_rmse"] == curve[-1][3] and res["budget/best_val_rmse"] == min(r[2] for r in curve)
+
+
+def test_wall_clock_budget_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = write_csv(tmp_path / "data", raw_table(121))
+    assert run_train([*budget_args(root), "--trainer.callbacks.init_args.seconds", "0"], tmp_path / "runs") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "WallClockBudget needs seconds > 0" in err[0]
