@@ -245,7 +245,7 @@ class OverparamCLI(LightningCLI):
     def discard_empty_run(self) -> None:
         """A fresh run that failed before logging or checkpointing anything leaves no version folder."""
         run_dir = self.run_dir
-        if self.fresh_run_dir and run_dir is not None and run_dir.is_dir() and not (run_dir / "metrics.csv").exists() \
+        if self.fresh_run_dir and run_dir is not None and run_dir.is_dir() and not (run_dir / "metrics_raw.csv").exists() \
                 and not any(run_dir.glob("checkpoints/*")):
             finish_wandb(getattr(self, "trainer", None))  # W&B writes into the folder until its run is closed
             shutil.rmtree(run_dir, ignore_errors=True)

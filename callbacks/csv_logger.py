@@ -3,7 +3,8 @@
 Lightning logs a step's metrics in several calls (learning rate at the batch start, the step's loss, validation,
 the epoch-end summary), some before and some after the checkpoint of that step. ``metrics_raw.csv`` keeps one row
 per call, so a resumed run can cut it back to exactly its checkpoint (``truncate_metrics``); ``metrics.csv`` is
-rewritten from it at every save with the calls of one step joined into one row.
+rewritten from it, with the calls of one step joined into one row, at every checkpoint and at the end of the run
+(``ResumableCSVLogger.merge``): rewriting it at every save made a long run's logging cost grow with its length.
 """
 import csv
 import os
@@ -12,6 +13,7 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
 
 RAW, MERGED = "metrics_raw.csv", "metrics.csv"
 
@@ -33,7 +35,6 @@ class _AppendingWriter(ExperimentWriter):
         if self.metrics:
             self.rows_written += len(self.metrics)
             super().save()
-            merge_steps(self.log_dir)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -44,6 +45,18 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    @rank_zero_only
+    def merge(self) -> None:
+        """Write the buffered rows and bring ``metrics.csv`` up to date."""
+        self.save()
+        if os.path.isfile(os.path.join(self.log_dir, RAW)):
+            merge_steps(self.log_dir)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:  # a process that never logged has nothing to merge
+            self.merge()
 
 
 def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:

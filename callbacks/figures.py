@@ -40,7 +40,7 @@ class Figures(Callback):
             panels.update(getattr(callback, "figure_curves", {}))
         if panels:
             for logger in trainer.loggers:
-                logger.save()  # metrics.csv up to date
+                getattr(logger, "merge", logger.save)()  # metrics.csv up to date
             self.curves(trainer, panels)
         histograms = getattr(pl_module, "figure_histograms", None)
         if callable(histograms):

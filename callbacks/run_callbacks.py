@@ -124,7 +124,7 @@ class FlushLogsOnCheckpoint(Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         for logger in trainer.loggers:
-            logger.save()
+            getattr(logger, "merge", logger.save)()
             rows = getattr(logger.experiment, "rows_written", None) if trainer.is_global_zero else None
             if rows is not None:
                 checkpoint["csv_rows"] = rows

@@ -114,6 +114,8 @@ class VisionDataModule(ShardedDataModule):
         batch_size: global batch size; under DDP each of the N processes gets ``batch_size / N``.
         eval_batch_size: batch size for validation and test (default: ``batch_size``).
         val_fraction: share of the training set held out (seeded) for validation.
+        val_from_test: validate on the test set instead (needs ``val_fraction`` 0): the protocol of repos that
+            report the best test epoch; the model is then selected on test data, so label such numbers.
         split_seed: seed of the train/val split and of the per-epoch shuffling.
         max_train_samples: use only this many training samples (after the split), e.g. for sample-size sweeps.
         normalize: subtract the dataset mean and divide by its std.
@@ -131,9 +133,9 @@ class VisionDataModule(ShardedDataModule):
     default_augment: ClassVar[bool] = False
 
     def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128,
-                 eval_batch_size: Optional[int] = None, val_fraction: float = 0.1, split_seed: int = 0,
-                 max_train_samples: Optional[int] = None, normalize: bool = True, augment: Optional[bool] = None,
-                 in_memory: bool = True, num_workers: int = 0, pin_memory: bool = False,
+                 eval_batch_size: Optional[int] = None, val_fraction: float = 0.1, val_from_test: bool = False,
+                 split_seed: int = 0, max_train_samples: Optional[int] = None, normalize: bool = True,
+                 augment: Optional[bool] = None, in_memory: bool = True, num_workers: int = 0, pin_memory: bool = False,
                  drop_last: bool = False) -> None:
         super().__init__()
         if batch_size <= 0:
@@ -142,6 +144,9 @@ class VisionDataModule(ShardedDataModule):
             raise ValueError(f"data.eval_batch_size must be positive, got {eval_batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if val_from_test and val_fraction > 0:
+            raise ValueError(f"data.val_from_test validates on the test set, so data.val_fraction must be 0, "
+                             f"got {val_fraction}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if max_train_samples is not None and max_train_samples <= 0:
@@ -220,6 +225,8 @@ class VisionDataModule(ShardedDataModule):
         self.val_set = self.subset(dataset, images, targets, val_idx)
         dataset, images, targets = self.load_split(train=False)
         self.test_set = self.subset(dataset, images, targets, torch.arange(len(targets)))
+        if self.hparams.val_from_test:
+            self.val_set = self.test_set
 
     # ----------------------------------------------------------------- on-device transforms
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -277,8 +277,9 @@ class LevenbergMarquardtModule(SupervisedModule):
         self.optimizers().step()
         loss = loss_sum / global_batch
         self.track_train(loss, out.reshape(y.shape) if self.task == "regression" else out, y)
-        self.log_dict({"train/lam": self.schedule.lam, "train/tries": float(tries), "train/accepted": float(accepted),
-                       "train/cg_iters": float(info.cg_iters)})
+        if self.logs_this_step():
+            self.log_dict({"train/lam": self.schedule.lam, "train/tries": float(tries),
+                           "train/accepted": float(accepted), "train/cg_iters": float(info.cg_iters)})
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -98,6 +98,11 @@ class MappingNetModule(SupervisedModule):
         terms = self.regularisers(x, out, params, aux)
         loss = task + self.loss_weights(terms)
         self.track_train(loss, pred.detach(), y)
+        if self.logs_this_step():
+            self.log_diagnostics(task, terms)
+        return loss
+
+    def log_diagnostics(self, task: Tensor, terms: dict[str, Tensor]) -> None:
         latents = list(self.mapping.latents)
         z_sq = sum(z.detach().square().sum() for z in latents)
         shift = sum(self.mapping.shift(g, z).detach() for g, z in enumerate(latents))
@@ -105,7 +110,6 @@ class MappingNetModule(SupervisedModule):
         self.log_dict({"train/task_loss": task.detach(), "train/z_norm": z_sq.sqrt(), "train/mod_shift": shift,
                        **{f"train/{k}": v.detach() for k, v in terms.items()},
                        **{f"train/lambda_{k}": lam[i] for i, k in enumerate(("stab", "smooth", "align"))}})
-        return loss
 
     def regularisers(self, x: Tensor, out: Tensor, params: dict[str, Tensor], aux: list) -> dict[str, Tensor]:
         use_stab, use_smooth, use_align = self.loss_weights.active()

@@ -70,7 +70,22 @@ class SupervisedModule(pl.LightningModule):
     def track_train(self, loss: Tensor, out: Tensor, y: Tensor) -> None:
         """Log the step's loss and accumulate the epoch's train metrics (logged in ``on_train_epoch_end``)."""
         self.metrics["train_"].update(out, y)
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        if self.logs_this_step():
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+
+    def logs_this_step(self) -> bool:
+        """Whether this training step's values reach the loggers (every ``trainer.log_every_n_steps`` steps, the
+        last batch of an epoch and the last step of the run); per-step values are handed to ``self.log`` only then.
+
+        Each ``self.log`` call costs Lightning 0.1-0.5 ms (``ResultCollection.log`` moves the stored result), 3-10 %
+        of a small net's CPU step; the written curves are the same, the progress bar's loss updates less often.
+        """
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return True
+        # Lightning's own rule for writing logs (step count, log_every_n_steps, should_stop); no public accessor
+        return (trainer._logger_connector.should_update_logs or trainer.is_last_batch
+                or 0 < trainer.max_steps <= self.global_step + 1)
 
     def on_train_epoch_end(self) -> None:
         # logged once per epoch from compute() (which syncs across processes): handing the metric objects to

@@ -204,3 +204,19 @@ def test_plain_run_console_fits_one_screen_without_warnings(tmp_path: Path) -> N
     where = done.stdout.strip().splitlines()[-1]
     assert where.startswith(f"run: {tmp_path / 'default' / 'version_0'} (results.json, best: best-")
     assert "W&B offline: wandb sync " in where and (tmp_path / "default" / "version_0" / "wandb").is_dir()
+
+
+def test_step_values_reach_the_log_only_when_written_and_the_curves_are_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each self.log call costs Lightning 0.1-0.5 ms, so train/loss is handed over only on the steps the logger writes
+    args = [*SMALL, "--trainer.log_every_n_steps", "4", "--trainer.max_epochs", "2"]
+    calls: list[int] = []
+    log = SupervisedModule.log
+    monkeypatch.setattr(SupervisedModule, "log", lambda self, name, *a, **k: (
+        calls.append(self.global_step) if name == "train/loss" else None, log(self, name, *a, **k))[1])
+    assert run_train([*args, "--name", "sparse"], tmp_path) == 0
+    assert calls == [3, 5, 7, 11]  # every 4th step and the last batch of each 6-step epoch
+    monkeypatch.setattr(SupervisedModule, "logs_this_step", lambda self: True)
+    assert run_train([*args, "--name", "every"], tmp_path) == 0
+    assert read_metrics(run_dir(tmp_path, "sparse")) == read_metrics(run_dir(tmp_path, "every"))
+    assert read_results(run_dir(tmp_path, "sparse"))["train/loss"] == read_results(run_dir(tmp_path, "every"))["train/loss"]

@@ -53,6 +53,13 @@ def test_read_only_fallback_uses_the_cache(tmp_path: Path, monkeypatch: pytest.M
     assert list(Path(os.environ["OVERPARAM_CACHE"]).rglob("train-images-idx3-ubyte"))
 
 
+def test_val_from_test_validates_on_the_test_set_and_needs_no_held_out_split() -> None:
+    dm = setup(FashionMNISTDataModule(root=str(FMNIST_SLICE), download=False, val_fraction=0.0, val_from_test=True))
+    assert len(dm.train_set) == 10_000 and dm.val_set is dm.test_set
+    with pytest.raises(ValueError, match="val_from_test validates on the test set, so data.val_fraction must be 0"):
+        FashionMNISTDataModule(root=str(FMNIST_SLICE), val_fraction=0.1, val_from_test=True)
+
+
 def test_shipped_fashion_mnist_slice_is_real_and_balanced() -> None:
     dm = setup(FashionMNISTDataModule(root=str(FMNIST_SLICE), download=False, val_fraction=0.0))
     assert len(dm.train_set) == 10_000 and len(dm.test_set) == 2_000

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -68,6 +69,16 @@ def test_table_is_mean_and_std_of_the_runs(finished: tuple[Path, Path]) -> None:
     assert "paper test/acc" in header and "paper global_step" not in header  # only what the paper gives
 
 
+def test_reference_labels_the_columns_of_numbers_that_are_not_the_papers(finished: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    _, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    grid = write_grid(tmp_path / "grid.yaml", {**GRID, "reference": "third party"})
+    assert run_sweep(grid, tmp_path / "out", "--report").returncode == 0
+    header = next(line for line in (tmp_path / "out" / "table.md").read_text().splitlines() if line.startswith("| cell"))
+    assert header.endswith("| third party test/acc |") and "paper" not in header
+
+
 def test_rerun_skips_finished_runs_and_report_rebuilds(finished: tuple[Path, Path]) -> None:
     grid, out = finished
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/version_*/results.json")}
@@ -132,6 +143,7 @@ BAD_GRIDS = {
     "rejected args": ({**GRID, "paper": {}, "cells": {"x": ["--config", "configs/default.yaml", "--model.no_such", "1"]}},
                       "cell 'x': train.py rejects"),
     "paper of a missing cell": ({**GRID, "paper": {"nope": {"test/acc": 1}}}, "'paper' names cell 'nope'"),
+    "empty reference label": ({**GRID, "reference": " "}, "'reference' is a label"),
     "no metrics": ({**GRID, "metrics": []}, "'metrics' is missing"),
 }
 
