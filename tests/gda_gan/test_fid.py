@@ -127,6 +127,23 @@ def test_offline_errors(tmp_path: Path) -> None:
         TorchScriptFeatures(str(scripted))
 
 
+class InputEcho(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x.amin((1, 2, 3)), x.amax((1, 2, 3))], 1)
+
+
+@pytest.mark.parametrize("input_range, low, high", [("0-1", 0.0, 1.0), ("0-255", 0.0, 255.0), ("-1-1", -1.0, 1.0),
+                                                    ("tf", -1.0, 127 / 128)])
+def test_torchscript_features_get_the_input_range_they_expect(tmp_path: Path, input_range: str, low: float,
+                                                               high: float) -> None:
+    scripted = tmp_path / "echo.pt"
+    torch.jit.script(InputEcho()).save(str(scripted))
+    extractor = TorchScriptFeatures(str(scripted), input_range=input_range, size=None)
+    images = torch.zeros(2, 3, 8, 8)
+    images[:, :, 0, 0] = 1.0  # black and white pixels in each image
+    assert extractor(images).tolist() == [[pytest.approx(low), pytest.approx(high)]] * 2
+
+
 def test_inception_loads_local_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Builds a random-weights file in torch-fidelity's format, then loads it through the offline path."""
     pytest.importorskip("torch_fidelity")
