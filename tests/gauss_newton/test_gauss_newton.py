@@ -282,3 +282,17 @@ def test_wall_clock_budget_bad_values(tmp_path: Path, capsys: pytest.CaptureFixt
     assert run_train([*budget_args(root), "--trainer.callbacks.init_args.seconds", "0"], tmp_path / "runs") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "WallClockBudget needs seconds > 0" in err[0]
+
+
+def test_rate_script_fits_the_asymptotic_slope_above_the_round_off_floor(tmp_path: Path) -> None:
+    from scripts.gauss_newton_rates import fitted_slope
+
+    t = np.arange(0, 4.0, 0.01)
+    loss = np.maximum(np.exp(-3.0 * t) + 0.5 * np.exp(-9.0 * t), 1e-16)  # slowest mode -3, then a floor
+    loss[t > 3.5] = 1e-16
+    with open(tmp_path / "metrics.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["step", "train/t", "train/loss"])
+        writer.writerows((i, ti, li) for i, (ti, li) in enumerate(zip(t, loss)))
+    slope, t_end, final, steps = fitted_slope(tmp_path)
+    assert slope == pytest.approx(-3.0, rel=1e-3) and steps == len(t) and final == 1e-16
