@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_modules.supervised import SupervisedModule
-from nets.gauss_newton.solver import (METHODS, ON_SINGULAR, Damping, DenseJacobian, FuncJacobian, Jacobian,
-                                      MarquardtSchedule, SingularSystemError, gn_direction, per_sample_jacobian,
-                                      softmax_sqrt_factor)
+from nets.gauss_newton.solver import (METHODS, ON_SINGULAR, AnalyticJacobianNet, Damping, DenseJacobian,
+                                      FuncJacobian, Jacobian, MarquardtSchedule, SingularSystemError, gn_direction,
+                                      per_sample_jacobian, softmax_sqrt_factor)
 from nets.gauss_newton.theory import theory_constants
 
 
@@ -242,8 +242,11 @@ class LevenbergMarquardtModule(SupervisedModule):
             if A is None:
                 return FuncJacobian(lambda t: self.outputs_at(t, x).reshape(-1), theta), method
             return FuncJacobian(lambda t: torch.einsum("bkc,bk->bc", A, self.outputs_at(t, x)).reshape(-1), theta), method
-        single = lambda t, xi: self.outputs_at(t, xi.unsqueeze(0)).reshape(-1)  # noqa: E731
-        J = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))(theta, x)  # (B, outputs, p)
+        if isinstance(self.net, AnalyticJacobianNet):
+            J = self.net.per_sample_jacobian(x, theta)  # (B, outputs, p)
+        else:
+            single = lambda t, xi: self.outputs_at(t, xi.unsqueeze(0)).reshape(-1)  # noqa: E731
+            J = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))(theta, x)  # (B, outputs, p)
         if A is not None:
             J = torch.einsum("bkc,bkp->bcp", A, J)
         if method == "auto":

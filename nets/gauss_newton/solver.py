@@ -13,7 +13,7 @@ processes, so the primal solvers take the step of the joined batch.
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +102,14 @@ class FuncJacobian(Jacobian):
         if getattr(self, "_dense", None) is None:
             self._dense = torch.func.jacrev(self.fn)(self.theta).reshape(self.n, self.p)
         return self._dense
+
+
+@runtime_checkable
+class AnalyticJacobianNet(Protocol):
+    """A net that writes its per-sample Jacobian (B, outputs, p) at a flat parameter vector itself (e.g.
+    ``TanhMLP``); the dense LM solvers then skip vmap-of-jacrev."""
+
+    def per_sample_jacobian(self, x: Tensor, theta: Optional[Tensor] = None) -> Tensor: ...
 
 
 def per_sample_jacobian(fn: Callable[[Tensor, Tensor], Tensor], theta: Tensor, inputs: Tensor) -> DenseJacobian:

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from nets.gauss_newton.solver import (Damping, DenseJacobian, FuncJacobian, MarquardtSchedule, SingularSystemError,
-                                   gn_direction, lm_step)
-from nets import TwoLayerTanh
+from nets.gauss_newton.solver import (AnalyticJacobianNet, Damping, DenseJacobian, FuncJacobian, MarquardtSchedule,
+                                   SingularSystemError, gn_direction, lm_step)
+from nets import TanhMLP, TwoLayerTanh
 
 F64 = torch.float64
 
@@ -150,6 +150,23 @@ def test_analytic_two_layer_jacobian_matches_vmap_jacrev() -> None:
         return torch.func.functional_call(net, {"weight": w}, (xi.unsqueeze(0),)).squeeze(0)
     generic = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))(net.weight.detach(), x).reshape(11, -1)
     torch.testing.assert_close(net.jacobian(x), generic)
+
+
+@pytest.mark.parametrize("hidden, out", [([5], 1), ([4, 3], 3)])
+def test_tanh_mlp_writes_the_per_sample_jacobian_of_vmap_jacrev(hidden: list[int], out: int) -> None:
+    torch.manual_seed(0)
+    net = TanhMLP(6, hidden, out).double()
+    x = torch.randn(9, 6, dtype=F64)
+    theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach() + 0.1  # not the net's own parameters
+    shapes = [(name, p.shape) for name, p in net.named_parameters()]
+
+    def single(t: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        params = {name: c.view(shape) for (name, shape), c in zip(shapes, t.split([s.numel() for _, s in shapes]))}
+        return torch.func.functional_call(net, params, (xi.unsqueeze(0),)).squeeze(0)
+    generic = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))(theta, x)
+    assert isinstance(net, AnalyticJacobianNet) and not isinstance(TwoLayerTanh(4, 3), AnalyticJacobianNet)
+    torch.testing.assert_close(net.per_sample_jacobian(x, theta), generic)
+    torch.testing.assert_close(net.per_sample_jacobian(x), net.per_sample_jacobian(x, theta - 0.1))
 
 
 def test_marquardt_step_solves_a_linear_least_squares_problem_and_adapts_lambda() -> None:
