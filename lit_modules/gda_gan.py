@@ -199,7 +199,7 @@ class SyntheticGDAModule(pl.LightningModule):
         # captured here: the test stage may load an older checkpoint into the module
         x_bar = self.trainer.datamodule.data.to(self.W).mean(0)
         self.final = {**{f"train/{k}": float(v) for k, v in self.state(x_bar).items()},
-                      "final": self.diagnostics(x_bar), "iterations": self.global_step}
+                      **{f"train/{k}": v for k, v in self.diagnostics(x_bar).items()}, "iterations": self.global_step}
 
     def results(self) -> dict[str, Any]:
         """The state at the end of training (overriding the last logged train/* values), step sizes, constants."""
