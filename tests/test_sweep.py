@@ -79,6 +79,22 @@ def test_reference_labels_the_columns_of_numbers_that_are_not_the_papers(finishe
     assert header.endswith("| third party test/acc |") and "paper" not in header
 
 
+def test_cells_runs_a_subset_and_the_table_names_every_command(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    grid, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    done = run_sweep(grid, tmp_path / "out", "--seeds", "2", "--cells", "sh*")
+    assert done.returncode == 0, done.stderr
+    assert "tiny: 0 of 1 runs finished, 1 to run" in done.stdout
+    rows = {row["cell"]: row for row in read_table(tmp_path / "out")}
+    assert (rows["short"]["n"], rows["long"]["n"]) == ("3", "2")
+    commands = (tmp_path / "out" / "command.txt").read_text().splitlines()
+    assert len(commands) == 2 and "--cells 'sh*'" in commands[1] and "--cells" not in commands[0]
+    table_md = (tmp_path / "out" / "table.md").read_text()
+    assert all(f"    {c}" in table_md for c in commands)
+    bad = run_sweep(grid, tmp_path / "out", "--cells", "nope*")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --cells 'nope*' matches no cell of tiny")
+
+
 def test_rerun_skips_finished_runs_and_report_rebuilds(finished: tuple[Path, Path]) -> None:
     grid, out = finished
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/version_*/results.json")}
