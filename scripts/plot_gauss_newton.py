@@ -16,6 +16,7 @@ import math
 import re
 import statistics
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -98,11 +99,20 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.4g} [{min(values):.3g}, {max(values):.3g}]"
 
 
+def loss_at(s: dict, t: float) -> Optional[float]:
+    """The loss at the last logged step with time <= t (None if the run ended clearly before t), so runs with
+    different Euler steps compare at the same flow time."""
+    if not s["train/t"] or s["train/t"][-1] < 0.999 * t:
+        return None
+    return max((tt, v) for tt, v in zip(s["train/t"], s["train/loss"]) if tt <= t + 1e-9)[1]
+
+
 def summary_row(label: str, alpha: str, series: list[dict], runs: list[Path]) -> str:
     results = [json.loads((r / "results.json").read_text()) if (r / "results.json").is_file() else {} for r in runs]
     last = lambda key: [s[key][-1] for s in series if s.get(key)]  # noqa: E731
     lam = [min((v for v in s.get("train/lambda_min", []) if not math.isnan(v)), default=math.nan) for s in series]
     return (f"| {label} | {ALPHA_LABEL[alpha]} | {len(series)} | {spread(last('train/t'))} | "
+            f"{spread([loss_at(s, 0.5) for s in series])} | {spread([loss_at(s, 3.0) for s in series])} | "
             f"{spread(last('train/loss'))} | {spread([min(s['train/loss']) for s in series])} | "
             f"{spread(last('train/w_dist'))} | {spread(last('train/riem_grad_norm'))} | {spread(lam)} | "
             f"{spread([log_slope(s, 'train/riem_grad_norm', 0.5, 5) for s in series])} | "
@@ -138,8 +148,8 @@ def main() -> None:
                 **{f"GF α={ALPHA_LABEL[a]}, Δt={args.gf_dt}": runs for a, runs in by_kind["gf_dt"].items()}}
         figure(both, [("train/loss", "loss g(αf(w_t))", True), ("train/w_dist", "‖w_t − w_0‖₂", True)],
                f"Fig. 3 with a stable gradient-flow step{suffix}", args.out / "fig3_gf_stable_dt_vs_gn.png")
-    header = ["| run | α | seeds | t_end | loss(end) | min loss | ‖w−w0‖ end | ‖grad_M g‖ end | min λ_min(JᵀJ) | "
-              "slope of log‖grad_M g‖, t∈[0.5,5] | exit time T |", "|" + "---|" * 11,
+    header = ["| run | α | seeds | t_end | loss(t=0.5) | loss(t=3) | loss(end) | min loss | ‖w−w0‖ end | ‖grad_M g‖ end | "
+              "min λ_min(JᵀJ) | slope of log‖grad_M g‖, t∈[0.5,5] | exit time T |", "|" + "---|" * 13,
               ]
     labels = {"gn": "GN", "gf": "GF", "gf_dt": f"GF Δt={args.gf_dt}"}
     lines = header + [summary_row(labels[kind], a, by_kind[kind][a], paths[(kind, a)])
