@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--boundary", type=Path, help="sweep folder of grids/boundary.yaml")
     parser.add_argument("--outdir", type=Path, default=Path("docs/results"))
     args = parser.parse_args()
+    args.outdir.mkdir(parents=True, exist_ok=True)
     width, depth, boundary = load(args.width), load(args.depth), load(args.boundary)
     if not width:
         parser.error(f"no finished runs under {args.width}")
