@@ -94,11 +94,10 @@ def bench_lm(steps: int, pairs: int, problem: tuple[nn.Module, torch.Tensor, tor
     def ours(method: str):
         fn, single, theta = flat_fn(copy.deepcopy(model), x, y)
         xy = torch.cat([x, y], 1)
-        net = copy.deepcopy(model)
         if method.startswith("cg"):
             dense = None
-        elif isinstance(net, AnalyticJacobianNet):  # TanhMLP writes J itself, as the LM module uses it
-            dense = lambda t: DenseJacobian(net.per_sample_jacobian(x, t).reshape(n, -1))  # noqa: E731
+        elif isinstance(model, AnalyticJacobianNet):  # TanhMLP writes J itself at theta, as the LM module uses it
+            dense = lambda t: DenseJacobian(model.per_sample_jacobian(x, t).reshape(n, -1))  # noqa: E731
         else:
             dense = lambda t: per_sample_jacobian(single, t, xy)  # noqa: E731
         kwargs = dict(method=method, jacobian=dense, cg_tol=1e-6, cg_maxiter=200)  # float32: tol 1e-6

@@ -59,6 +59,15 @@ class ResumableCSVLogger(CSVLogger):
             self.merge()
 
 
+def write_logs(loggers: list) -> None:
+    """Writes every logger's buffered rows; our CSV logger also brings ``metrics.csv`` up to date."""
+    for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.merge()
+        else:
+            logger.save()
+
+
 def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)

@@ -22,6 +22,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from callbacks.csv_logger import write_logs
+
 MISCLASSIFIED = 16
 
 
@@ -39,8 +41,7 @@ class Figures(Callback):
         for callback in trainer.callbacks:
             panels.update(getattr(callback, "figure_curves", {}))
         if panels:
-            for logger in trainer.loggers:
-                getattr(logger, "merge", logger.save)()  # metrics.csv up to date
+            write_logs(trainer.loggers)  # metrics.csv up to date
             self.curves(trainer, panels)
         histograms = getattr(pl_module, "figure_histograms", None)
         if callable(histograms):

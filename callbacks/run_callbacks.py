@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from callbacks.csv_logger import write_logs
+
 
 def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
     """``trainable_params`` and ``total_params``; a module may define ``parameter_counts()`` to report
@@ -123,8 +125,8 @@ class FlushLogsOnCheckpoint(Callback):
     run first cuts its log back to exactly the checkpoint (``truncate_metrics``)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        write_logs(trainer.loggers)
         for logger in trainer.loggers:
-            getattr(logger, "merge", logger.save)()
             rows = getattr(logger.experiment, "rows_written", None) if trainer.is_global_zero else None
             if rows is not None:
                 checkpoint["csv_rows"] = rows

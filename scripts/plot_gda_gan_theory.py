@@ -57,7 +57,7 @@ def plot(runs: dict[str, dict[int, list[dict]]], path: Path, title: str) -> None
             if key == "train/rate_empirical":
                 ax.plot(ks, [spread([r["rate_predicted"] for r in widths[k]])[0] for k in ks], "--",
                         color=line.get_color())
-        ax.set(xscale="log", yscale=scale, xlabel="hidden width k")
+        ax.set(yscale=scale, xlabel="hidden width k")
         ax.set_xscale("log", base=2)
         ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=8)

@@ -28,7 +28,7 @@ class TanhMLP(nn.Sequential):
 
         Backpropagation written out once for the whole batch: every Linear's block is the outer product of the
         signal reaching it and its input, so J costs O(B * out * p) with no per-sample autograd (vmap of jacrev
-        takes ~4x longer for the 8-18-1 net on 16,000 rows).
+        takes ~5x longer for the 8-18-1 net on 16,000 rows: 79 against 15 ms on one CPU thread).
         """
         linears = [m for m in self if isinstance(m, nn.Linear)]
         params = list(self.parameters()) if theta is None else theta.split([p.numel() for p in self.parameters()])
