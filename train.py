@@ -595,9 +595,13 @@ def with_run_config(command: Optional[str], args: list[str]) -> list[str]:
     ckpt = flag_value(args, "--ckpt_path")
     if ckpt is None:
         raise UsageError(f"{command} needs --ckpt_path (and --config unless the checkpoint is in a run folder)")
+    name = flag_value(args, "--name")
+    if ckpt in ("best", "last"):
+        if name is None:
+            raise UsageError(f"{command} --ckpt_path {ckpt} needs --config or --name to find the experiment")
+        ckpt = resolve_ckpt(ckpt, Path(flag_value(args, "--trainer.default_root_dir") or "runs") / name)
     if not Path(ckpt).is_file():
-        raise UsageError(f"checkpoint not found: {ckpt}" if ckpt not in ("best", "last") else
-                         f"{command} --ckpt_path {ckpt} needs --config (or --name) to find the experiment")
+        raise UsageError(f"checkpoint not found: {ckpt}")
     folder = run_folder_of(ckpt)
     if folder is None or not (folder / "config.yaml").is_file():
         raise UsageError(f"{command}: {ckpt} is not inside a run folder with a config.yaml; pass --config")

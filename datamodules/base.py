@@ -39,15 +39,15 @@ class InMemoryImages(Dataset):
 class DecodedImages(Dataset):
     """Per-item decoding through the torchvision dataset (the classic path), also yielding uint8 CHW."""
 
-    def __init__(self, dataset: Any, indices: Tensor) -> None:
-        self.dataset, self.indices = dataset, indices.tolist()
+    def __init__(self, dataset: Any, indices: Tensor, targets: Tensor) -> None:
+        self.dataset, self.indices, self.targets = dataset, indices.tolist(), targets[indices]
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        image, target = self.dataset[self.indices[i]]
-        return pil_to_tensor(image), torch.as_tensor(target)
+        image, _ = self.dataset[self.indices[i]]
+        return pil_to_tensor(image), self.targets[i]  # ours: renumbered when ``classes`` picks a subset
 
 
 class ShardedDataModule(pl.LightningDataModule):
@@ -118,6 +118,7 @@ class VisionDataModule(ShardedDataModule):
             report the best test epoch; the model is then selected on test data, so label such numbers.
         split_seed: seed of the train/val split and of the per-epoch shuffling.
         max_train_samples: use only this many training samples (after the split), e.g. for sample-size sweeps.
+        classes: keep only these labels (every split), renumbered 0..k-1 in the order given, e.g. a transfer task.
         normalize: subtract the dataset mean and divide by its std.
         augment: random crop (padding 4) and horizontal flip on training batches; default per dataset.
         in_memory: hold the decoded dataset as one uint8 tensor instead of decoding items one by one.
@@ -134,7 +135,8 @@ class VisionDataModule(ShardedDataModule):
 
     def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128,
                  eval_batch_size: Optional[int] = None, val_fraction: float = 0.1, val_from_test: bool = False,
-                 split_seed: int = 0, max_train_samples: Optional[int] = None, normalize: bool = True,
+                 split_seed: int = 0, max_train_samples: Optional[int] = None,
+                 classes: Optional[list[int]] = None, normalize: bool = True,
                  augment: Optional[bool] = None, in_memory: bool = True, num_workers: int = 0, pin_memory: bool = False,
                  drop_last: bool = False) -> None:
         super().__init__()
@@ -151,6 +153,9 @@ class VisionDataModule(ShardedDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if max_train_samples is not None and max_train_samples <= 0:
             raise ValueError(f"data.max_train_samples must be positive, got {max_train_samples}")
+        if classes is not None and (not classes or len(set(classes)) != len(classes)
+                                    or not all(0 <= c < self.num_classes for c in classes)):
+            raise ValueError(f"data.classes must be distinct labels in [0, {self.num_classes}), got {classes}")
         self.save_hyperparameters()
         self.root = Path(root).expanduser()
         self.augment = self.default_augment if augment is None else augment
@@ -209,22 +214,34 @@ class VisionDataModule(ShardedDataModule):
     def subset(self, dataset: Any, images: Tensor, targets: Tensor, indices: Tensor) -> Dataset:
         if self.hparams.in_memory:
             return InMemoryImages(images[indices], targets[indices])
-        return DecodedImages(dataset, indices)
+        return DecodedImages(dataset, indices, targets)
+
+    def keep_classes(self, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The indices of the kept samples and the targets renumbered (all samples, unchanged, without ``classes``)."""
+        classes = self.hparams.classes
+        if classes is None:
+            return torch.arange(len(targets)), targets
+        renumber = torch.full((max(self.num_classes, int(targets.max()) + 1),), -1, dtype=torch.long)
+        renumber[torch.tensor(classes)] = torch.arange(len(classes))
+        targets = renumber[targets]
+        return torch.nonzero(targets >= 0).flatten(), targets
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return
         dataset, images, targets = self.load_split(train=True)
+        kept, targets = self.keep_classes(targets)
         generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        order = torch.randperm(len(targets), generator=generator)
-        n_val = int(round(self.hparams.val_fraction * len(targets)))
+        order = kept[torch.randperm(len(kept), generator=generator)]
+        n_val = int(round(self.hparams.val_fraction * len(order)))
         train_idx, val_idx = order[n_val:], order[:n_val].sort().values
         if self.hparams.max_train_samples is not None:
             train_idx = train_idx[: self.hparams.max_train_samples]
         self.train_set = self.subset(dataset, images, targets, train_idx)
         self.val_set = self.subset(dataset, images, targets, val_idx)
         dataset, images, targets = self.load_split(train=False)
-        self.test_set = self.subset(dataset, images, targets, torch.arange(len(targets)))
+        kept, targets = self.keep_classes(targets)
+        self.test_set = self.subset(dataset, images, targets, kept)
         if self.hparams.val_from_test:
             self.val_set = self.test_set
 

@@ -17,9 +17,15 @@ from nets.mapping.finetune import finetuned_names, frozen_norm_layers
 
 
 class FrozenNorms:
-    """Keeps ``self.frozen_norms`` in eval mode whenever the module is put in training mode."""
+    """Keeps ``self.frozen_norms`` in eval mode in training: from the start of fit (Lightning never calls ``train()``
+    there; it restores each submodule's own mode after validation) and whenever the module is put in training mode."""
 
     frozen_norms: tuple[nn.Module, ...] = ()
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        for norm in self.frozen_norms:
+            norm.eval()
 
     def train(self, mode: bool = True) -> Any:
         super().train(mode)

@@ -60,6 +60,23 @@ def test_val_from_test_validates_on_the_test_set_and_needs_no_held_out_split() -
         FashionMNISTDataModule(root=str(FMNIST_SLICE), val_fraction=0.1, val_from_test=True)
 
 
+def test_classes_keep_a_label_subset_renumbered_in_every_split_and_path() -> None:
+    full = setup(FashionMNISTDataModule(root=str(FMNIST_SLICE), download=False, val_fraction=0.0))
+    kept = full.test_set.targets >= 5
+    dms = [setup(FashionMNISTDataModule(root=str(FMNIST_SLICE), download=False, classes=[5, 6, 7, 8, 9],
+                                        val_fraction=0.1, in_memory=in_memory, batch_size=64)) for in_memory in (True, False)]
+    fast, slow = dms
+    assert len(fast.train_set) + len(fast.val_set) == int((full.train_set.targets >= 5).sum())
+    assert torch.equal(fast.test_set.targets, full.test_set.targets[kept] - 5)
+    assert torch.equal(fast.test_set.images, full.test_set.images[kept])
+    for split in ("train_set", "val_set", "test_set"):
+        assert set(getattr(fast, split).targets.tolist()) == {0, 1, 2, 3, 4}
+    for a, b in zip(fast.train_dataloader(), slow.train_dataloader()):  # per-item decoding renumbers too
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    swapped = setup(FashionMNISTDataModule(root=str(FMNIST_SLICE), download=False, classes=[9, 0], val_fraction=0.0))
+    assert torch.equal(swapped.test_set.targets, (full.test_set.targets[full.test_set.targets % 9 == 0] == 0).long())
+
+
 def test_shipped_fashion_mnist_slice_is_real_and_balanced() -> None:
     dm = setup(FashionMNISTDataModule(root=str(FMNIST_SLICE), download=False, val_fraction=0.0))
     assert len(dm.train_set) == 10_000 and len(dm.test_set) == 2_000
@@ -110,7 +127,8 @@ def test_corrupt_cifar_pickle_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"batch_size": 0}, "batch_size must be positive"), ({"val_fraction": 1.0}, "val_fraction"),
-    ({"num_workers": -1}, "num_workers"), ({"max_train_samples": 0}, "max_train_samples")])
+    ({"num_workers": -1}, "num_workers"), ({"max_train_samples": 0}, "max_train_samples"),
+    ({"classes": []}, "classes must be distinct labels"), ({"classes": [3, 3]}, "classes"), ({"classes": [10]}, "classes")])
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         MNISTDataModule(**kwargs)

@@ -44,6 +44,9 @@ def test_test_of_the_best_checkpoint_repeats_the_runs_test_metric(trained: Path)
     assert json.loads((trained / "eval_1" / "results_test.json").read_text())["test/acc"] == by_path["test/acc"]
     validated = train.run(["validate", "--ckpt_path", str(trained / "checkpoints" / "last.ckpt"), *QUIET])
     assert validated["val/acc"] == read_results(trained)["val/acc"]  # max_epochs 1: best is last
+    name_only = train.run(["test", "--name", "cnn", "--ckpt_path", "best", "--trainer.default_root_dir",
+                           str(trained.parent.parent), *QUIET])  # the newest run's config.yaml is used
+    assert name_only["checkpoint"] == best and name_only["test/acc"] == by_path["test/acc"]
     assert fingerprint(trained) == before  # nothing of the training run changed
 
 
