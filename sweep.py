@@ -39,7 +39,7 @@ import signal
 import statistics
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -141,19 +141,28 @@ def expand(cells: dict[str, list], axes: dict[str, list]) -> dict[str, list[str]
     return out
 
 
-def check_cells(grid: Grid, extra: list[str]) -> None:
-    """Parses every cell's arguments as train.py would (nothing is built or run)."""
+def check_cell(cell: str, args: list[str]) -> Optional[str]:
+    """Why train.py rejects a cell's arguments (parsed as train.py would; nothing is built or run), or None."""
     import train
 
-    for cell, args in grid.cells.items():
-        with contextlib.redirect_stdout(io.StringIO()):
-            try:
-                train.run([*RUN_DEFAULTS, *with_seed([*args, *extra], 0), "--wandb", "false", "--print_config"])
-            except SystemExit:
-                continue  # --print_config ends the parse successfully
-            except train.UsageError as err:
-                raise SweepError(f"cell {cell!r}: train.py rejects its arguments: {err}") from err
-        raise SweepError(f"cell {cell!r}: train.py did not stop at --print_config")
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            train.run([*RUN_DEFAULTS, *with_seed(args, 0), "--wandb", "false", "--print_config"])
+        except SystemExit:
+            return None  # --print_config ends the parse successfully
+        except train.UsageError as err:
+            return f"cell {cell!r}: train.py rejects its arguments: {err}"
+    return f"cell {cell!r}: train.py did not stop at --print_config"
+
+
+def check_cells(grid: Grid, extra: list[str], pool: Optional[Executor] = None) -> None:
+    """Parses every cell's arguments as train.py would: in ``pool``'s workers when given, so the sweep process
+    itself never imports torch and the workers' start overlaps the checks."""
+    cells = list(grid.cells)
+    problems = (pool.map if pool else map)(check_cell, cells, [[*grid.cells[c], *extra] for c in cells])
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise SweepError(problem)
 
 
 # ---------------------------------------------------------------------- runs
@@ -221,17 +230,39 @@ def _run_one(args: list[str], log: Path) -> tuple[bool, Any, float]:
             return False, train.one_line(err), time.perf_counter() - start
 
 
-def run_grid(grid: Grid, seeds: list[int], jobs: int, out: Path, extra: list[str], threads: Optional[int] = None,
+def worker_pool(jobs: int, threads: Optional[int] = None) -> ProcessPoolExecutor:
+    """``jobs`` fresh processes (spawned, never forked after torch started its thread pools), each with
+    ``threads`` torch/OpenMP threads (default: its share of the cores)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(threads,))
+
+
+def run_grid(grid: Grid, seeds: list[int], pool: Executor, jobs: int, out: Path, extra: list[str],
              cells: Optional[list[str]] = None) -> dict[tuple[str, int], str]:
-    """Runs every unfinished cell x seed (of ``cells``, default all), ``jobs`` at a time; returns the failures' error
-    lines."""
+    """Runs every unfinished cell x seed (of ``cells``, default all) in ``pool``'s ``jobs`` workers; returns the
+    failures' error lines."""
     cells = list(grid.cells) if cells is None else cells
     todo = [(c, s) for c in cells for s in seeds if finished_results(out, c, s) is None]
     print(f"{grid.name}: {len(cells) * len(seeds) - len(todo)} of {len(cells) * len(seeds)} runs "
           f"finished, {len(todo)} to run, {jobs} at a time", flush=True)
     failures: dict[tuple[str, int], str] = {}
-    if not todo:
-        return failures
+    wandb = "--wandb" not in extra or extra[extra.index("--wandb") + 1].lower() not in ("false", "0", "no")
+    pending = {pool.submit(_run_one, run_args(grid, c, s, out, extra, wandb), seed_dir(out, c, s) / "console.log"):
+               (c, s) for c, s in todo}
+    done_count = 0
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            cell, seed = pending.pop(future)
+            ok, value, seconds = future.result()
+            done_count += 1
+            if ok:
+                shown = ", ".join(f"{m}={value[m]:.4g}" for m in grid.metrics if is_number(value.get(m)))
+                print(f"[{done_count}/{len(todo)}] {cell} seed {seed}: {shown} ({seconds:.1f} s)", flush=True)
+            else:
+                failures[(cell, seed)] = value
+                print(f"[{done_count}/{len(todo)}] {cell} seed {seed}: FAILED: {value}", flush=True)
+    return failures
     wandb = "--wandb" not in extra or extra[extra.index("--wandb") + 1].lower() not in ("false", "0", "no")
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
@@ -372,10 +403,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if out.is_dir() and (out / "grid.json").is_file():
             claim(out, grid).close()  # refuse a foreign DIR or a running sweep before the slow checks
         cells = selected_cells(grid, args.cells)
-        check_cells(grid, extra)
-        lock = claim(out, grid)
-        command = remember_command(out, "python sweep.py " + shlex.join(argv))
-        failures = run_grid(grid, args.seeds, args.jobs, out, extra, args.threads, cells)
+        with worker_pool(args.jobs, args.threads) as pool:
+            check_cells(grid, extra, pool)
+            lock = claim(out, grid)
+            command = remember_command(out, "python sweep.py " + shlex.join(argv))
+            failures = run_grid(grid, args.seeds, pool, args.jobs, out, extra, cells)
         write_tables(grid, out, command, failures)
         lock.close()
         print(f"tables: {out / 'table.md'}, {out / 'table.csv'}" + (f"; {len(failures)} runs failed" if failures
