@@ -38,6 +38,6 @@ def test_pretrain_export_and_both_kinds_of_fine_tuning(tmp_path: Path) -> None:
 def test_selection_grids_cover_every_table_10_case() -> None:
     alpha = sweep.load_grid(ROOT / "configs/mapping/grids/transfer_fmnist_alpha.yaml").cells
     lr = sweep.load_grid(ROOT / "configs/baseline/grids/transfer_fmnist_lr.yaml").cells
-    assert len(alpha) == 6 * 5 and len(lr) == 2 * 3
+    assert len(alpha) == 6 * 6 and len(lr) == 2 * 3
     assert {c.split(",")[0] for c in alpha} == {f"{layers}_L{tie}" for layers in ("all", "layer4fc")
                                                 for tie in (1, 250, 25000)}
