@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import csv
 import ctypes
+import dataclasses
 import fcntl
 import fnmatch
 import io
@@ -351,7 +352,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("grid", type=Path, help="grid file (configs/<method>/grids/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--cells", nargs="+", metavar="PATTERN",
-                        help="run only the cells matching these shell patterns (the tables still show every cell)")
+                        help="run only the cells matching these shell patterns (the tables still show every cell); "
+                             "the extra train.py args need to suit only these")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores / jobs threads)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch/OpenMP threads of each run (default cores / jobs; 1 leaves cores to other work)")
@@ -404,7 +406,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             claim(out, grid).close()  # refuse a foreign DIR or a running sweep before the slow checks
         cells = selected_cells(grid, args.cells)
         with worker_pool(args.jobs, args.threads) as pool:
-            check_cells(grid, extra, pool)
+            check_cells(dataclasses.replace(grid, cells={c: grid.cells[c] for c in cells}), extra, pool)
             lock = claim(out, grid)
             command = remember_command(out, "python sweep.py " + shlex.join(argv))
             failures = run_grid(grid, args.seeds, pool, args.jobs, out, extra, cells)

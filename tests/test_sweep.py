@@ -95,6 +95,23 @@ def test_cells_runs_a_subset_and_the_table_names_every_command(finished: tuple[P
     assert bad.returncode == 1 and bad.stderr.startswith("error: --cells 'nope*' matches no cell of tiny")
 
 
+def test_cells_checks_the_extra_args_against_the_selected_cells_only(tmp_path: Path) -> None:
+    mixed = {"name": "mixed", "metrics": ["trainable_params"], "cells": {
+        "plain": ["--config", "configs/default.yaml", "--trainer.max_steps", "2"],
+        "mapped": ["--config", "configs/mapping/cnn2_fmnist.yaml", "--trainer.max_steps", "2"]}}
+    grid = write_grid(tmp_path / "grid.yaml", mixed)
+    latent = ["--model.mapping.latent_dim", "64"]  # a mapping flag: the plain CNN2 rejects it
+    refused = subprocess.run([*sweep_cmd(grid, tmp_path / "out", "--cells", "plain"), *latent], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: cell 'plain': train.py rejects")
+    assert not list((tmp_path / "out").glob("*/seed_*"))  # nothing ran
+    done = subprocess.run([*sweep_cmd(grid, tmp_path / "out", "--cells", "mapped"), *latent], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert {row["cell"]: row["n"] for row in read_table(tmp_path / "out")} == {"plain": "0", "mapped": "1"}
+    assert float(read_table(tmp_path / "out")[1]["trainable_params_mean"]) == 64
+
+
 def test_rerun_skips_finished_runs_and_report_rebuilds(finished: tuple[Path, Path]) -> None:
     grid, out = finished
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/version_*/results.json")}
