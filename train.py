@@ -40,6 +40,17 @@ from callbacks.console import RunModelSummary, RunProgressBar, quiet_console
 from callbacks.figures import Figures
 from callbacks.predictions import PredictionWriter, save_samples
 
+
+def plain_cuda_check_without_gpus() -> None:
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (a CUDA check that cannot poison fork), and torch's Adam asks
+    for that check on every step: on a machine without GPUs each step then fails to dlopen libnvidia-ml (~70 us a
+    step, more than the whole Adam update of a small net). Without GPUs there is no CUDA state to protect."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
+plain_cuda_check_without_gpus()
+
 RUN_DIR_ENV = "OVERPARAM_RUN_DIR"  # hands rank 0's run folder to the processes Lightning's DDP launcher starts
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "export")
 EVALUATIONS = ("validate", "test", "predict", "export")  # read a checkpoint, write into a new eval_<k>/

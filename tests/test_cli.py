@@ -220,3 +220,16 @@ def test_step_values_reach_the_log_only_when_written_and_the_curves_are_unchange
     assert run_train([*args, "--name", "every"], tmp_path) == 0
     assert read_metrics(run_dir(tmp_path, "sparse")) == read_metrics(run_dir(tmp_path, "every"))
     assert read_results(run_dir(tmp_path, "sparse"))["train/loss"] == read_results(run_dir(tmp_path, "every"))["train/loss"]
+
+
+def test_adam_steps_skip_the_nvml_device_probe_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import train  # noqa: F401  (importing the entry point settles the check)
+
+    if torch.cuda.device_count():
+        pytest.skip("GPUs present: Lightning's fork-safe NVML check stays on")
+    probes = []
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: probes.append(1) or -1)
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
+    for _ in range(3):
+        optimizer.step()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0" and not probes
