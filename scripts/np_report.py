@@ -141,7 +141,9 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def delta_report(sweep: Path, prefix: Path) -> dict[str, Any]:
-    rows = [r for r in runs(sweep) if r["escape"] is not None]
+    every = runs(sweep)
+    rows = [r for r in every if r["escape"] is not None]
+    stuck = [r for r in every if r["escape"] is None]
     if not rows:
         raise SystemExit(f"error: no run under {sweep} escaped its saddle")
     power = rows[0]["power"]
@@ -159,6 +161,9 @@ def delta_report(sweep: Path, prefix: Path) -> dict[str, Any]:
         mine = sorted(r["escape"] for r in rows if r["delta"] == d)
         scaled = f"{m * d ** (power - 1):.4g}" if power > 1 else f"{math.log(1 / d):.3f}"
         lines.append(f"| {d:g} | {len(mine)} | {m:g} | {', '.join(f'{e:g}' for e in mine)} | {scaled} |")
+    if stuck:
+        lines += ["", "Not escaped within their steps (left out above): " + ", ".join(
+            f"δ = {r['delta']:g} seed {r['seed']}" for r in sorted(stuck, key=lambda r: (r["delta"], r["seed"]))) + "."]
     if fit:
         lines += ["", f"Fit over the medians, {law}: slope **{fit[0]:.4g}**, intercept {fit[1]:.4g}."]
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
