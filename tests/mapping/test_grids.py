@@ -17,6 +17,7 @@ from tests.mapping.grid_cells import GRIDS, build_model, resolved_config
 # no ImageNet ResNet-50 file in tests: the small torchvision-named ResNet of the fine-tuning tests (same layer sets)
 NO_WEIGHTS = ["--model.net", '{"class_path": "tests.mapping.test_finetune.TinyResNet", "init_args": '
                              '{"weights_path": null}}']
+NO_TRANSFER_WEIGHTS = ["--model.net.init_args.weights_path", ""]  # the pretrained TransferCNN is made by a run
 CELLS = [(path.stem, cell, args, sweep.load_grid(path).paper.get(cell, {}))
          for path in sorted(GRIDS.glob("*.yaml")) for cell, args in sweep.load_grid(path).cells.items()]
 
@@ -30,7 +31,7 @@ def slow_if_resnet18(grid: str, cell: str) -> list:
                                                   for c in CELLS])
 def test_every_cell_builds_with_the_papers_parameter_count(grid: str, cell: str, args: list[str],
                                                            paper: dict) -> None:
-    extra = NO_WEIGHTS if cell.startswith("resnet50") else []
+    extra = NO_WEIGHTS if cell.startswith("resnet50") else NO_TRANSFER_WEIGHTS if grid.startswith("transfer") else []
     model = build_model(resolved_config(sweep.with_seed([*args, *extra], 0)))
     if "trainable_params" in paper:
         assert parameter_counts(model)["trainable_params"] == paper["trainable_params"]
