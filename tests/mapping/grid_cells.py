@@ -17,8 +17,8 @@ GRIDS = ROOT / "configs" / "mapping" / "grids"
 
 
 def grid_cells(grid: str) -> dict[str, list[str]]:
-    """Cell name -> train.py arguments of ``configs/mapping/grids/<grid>.yaml``."""
-    return sweep.load_grid(GRIDS / f"{grid}.yaml").cells
+    """Cell name -> train.py arguments of ``configs/mapping/grids/<grid>.yaml``, as the seed-0 run gets them."""
+    return {cell: sweep.with_seed(args, 0) for cell, args in sweep.load_grid(GRIDS / f"{grid}.yaml").cells.items()}
 
 
 def cell_args(cell: str) -> list[str]:
@@ -26,7 +26,7 @@ def cell_args(cell: str) -> list[str]:
     found = {tuple(cells[cell]) for path in GRIDS.glob("*.yaml")
              if cell in (cells := sweep.load_grid(path).cells)}
     assert len(found) == 1, f"cell {cell!r} is in {len(found)} grids with different arguments"
-    return list(found.pop())
+    return sweep.with_seed(list(found.pop()), 0)
 
 
 def resolved_config(args: list[str]) -> dict[str, Any]:
