@@ -264,26 +264,6 @@ def run_grid(grid: Grid, seeds: list[int], pool: Executor, jobs: int, out: Path,
                 failures[(cell, seed)] = value
                 print(f"[{done_count}/{len(todo)}] {cell} seed {seed}: FAILED: {value}", flush=True)
     return failures
-    wandb = "--wandb" not in extra or extra[extra.index("--wandb") + 1].lower() not in ("false", "0", "no")
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(threads,)) as pool:
-        pending = {pool.submit(_run_one, run_args(grid, c, s, out, extra, wandb), seed_dir(out, c, s) / "console.log"):
-                   (c, s) for c, s in todo}
-        done_count = 0
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                cell, seed = pending.pop(future)
-                ok, value, seconds = future.result()
-                done_count += 1
-                if ok:
-                    shown = ", ".join(f"{m}={value[m]:.4g}" for m in grid.metrics if is_number(value.get(m)))
-                    print(f"[{done_count}/{len(todo)}] {cell} seed {seed}: {shown} ({seconds:.1f} s)", flush=True)
-                else:
-                    failures[(cell, seed)] = value
-                    print(f"[{done_count}/{len(todo)}] {cell} seed {seed}: FAILED: {value}", flush=True)
-    return failures
 
 
 # ---------------------------------------------------------------------- tables
