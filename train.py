@@ -315,7 +315,8 @@ class OverparamCLI(LightningCLI):
                 getattr(trainer, command)(model, datamodule=data, ckpt_path=self.resume_ckpt,
                                           verbose=trainer.is_global_zero)
                 results.update(scalar_metrics(trainer.callback_metrics))
-                results.update(callback_results([model]) if command == "test" else {})
+                # what the evaluating callbacks measured with (e.g. an FID's feature space and its md5)
+                results.update(callback_results([*trainer.callbacks, model]) if command == "test" else {})
             results.update(next((c.files for c in trainer.callbacks if isinstance(c, PredictionWriter)), {}))
         if trainer.is_global_zero:
             write_json_atomic(self.run_dir / f"results_{command}.json", results)

@@ -10,6 +10,7 @@ predicted rate). Writes gda_gan_fig2.png and gda_gan_fig9.png.
 """
 import argparse
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -29,10 +30,11 @@ LINES = {"gda": ("o-", "gda (theory eta)"), "optimal_d": ("s-", "optimal_d (theo
 
 
 def by_width(out: Path, grid: Path) -> dict[str, dict[int, list[dict]]]:
-    """solver cell -> k -> the finished seeds' results."""
+    """Cell family -> k -> the finished seeds' results; the width is the number ending the cell name (``gda,k=8``
+    from an axis, or ``k64``)."""
     runs: dict[str, dict[int, list[dict]]] = {}
     for cell in grid_runner.load_grid(grid).cells:
-        base, k = cell.split(",k=")
+        base, k = re.fullmatch(r"(.*?),?k=?(\d+)", cell).groups()
         results = [r for s in sorted((out / cell).glob("seed_*"))
                    if (r := grid_runner.finished_results(out, cell, int(s.name.split("_")[1]))) is not None]
         if results:

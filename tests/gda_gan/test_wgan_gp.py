@@ -1,5 +1,6 @@
 """WGAN-GP image GANs: width-knob nets, the critic loss, generator-step counting, resume parity, bad input,
 evaluation callbacks (NND, sample and neighbour grids), every GAN config."""
+import json
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,18 @@ def test_max_steps_counts_generator_steps(cifar_root: Path, tmp_path: Path) -> N
     assert run_train([*gan_args(cifar_root, "n2", 3), "--model.n_critic", "2"], tmp_path / "runs") == 0
     res = read_results(run_dir(tmp_path / "runs", "n2"))
     assert (res["generator_steps"], res["critic_steps"]) == (3, 6)
+
+
+def test_testing_a_checkpoint_in_another_feature_space_names_it(cifar_root: Path, tmp_path: Path) -> None:
+    assert run_train(gan_args(cifar_root, "run", 1), tmp_path / "runs") == 0
+    path = run_dir(tmp_path / "runs", "run")
+    other = ["--trainer.callbacks.init_args.feature_extractor",
+             "{class_path: nets.gda_gan.TinyFeatures, init_args: {seed: 1}}"]
+    assert run_train(["test", "--config", str(path / "config.yaml"), "--ckpt_path",
+                      str(path / "checkpoints" / "last.ckpt"), *other], tmp_path / "runs") == 0
+    res = json.loads((path / "eval_0" / "results_test.json").read_text())
+    assert res["test/fid_tiny_test"] >= 0 and res["fid_tiny_num_samples"] == 64
+    assert (read_results(path)["fid_tiny_feature_id"], res["fid_tiny_feature_id"]) == ("tiny-64-seed0", "tiny-64-seed1")
 
 
 def test_resume_reproduces_losses_and_counters(cifar_root: Path, tmp_path: Path) -> None:
