@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lit_modules.step_logging import WrittenStepLogging
 from nets.gda_gan import theory
 
 CONVERGED = 1e-12  # residual ratio treated as converged (float64 floor ~1e-15)
@@ -247,7 +248,7 @@ def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor, gp_weight: float)
     return -w_estimate + gp_weight * penalty, w_estimate.detach(), penalty.detach()
 
 
-class WGANGPModule(pl.LightningModule):
+class WGANGPModule(WrittenStepLogging, pl.LightningModule):
     """Generator vs. critic with the WGAN-GP loss; width lives in the nets (``k`` of each, App. C: k_g != k_d).
 
     Args:
@@ -286,6 +287,8 @@ class WGANGPModule(pl.LightningModule):
         self.theta0: dict[str, Tensor] = {}
         self.register_buffer("fixed_noise", torch.randn(64, generator.latent_dim))
         self.monitor, self._last_gen_time, self.final = None, None, {}
+        # per-step values since the last written log step (handed to self.log only on written steps)
+        self.step_values: dict[str, Any] = {}
         # wall clock between consecutive generator steps (evaluations excluded) and how many were timed
         self.train_seconds, self.timed_steps = 0.0, 0
 
@@ -313,7 +316,7 @@ class WGANGPModule(pl.LightningModule):
     def noise(self, n: int) -> Tensor:
         return torch.randn(n, self.generator.latent_dim, device=self.device)
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         real = batch[0] * 2 - 1
         if self.hparams.pad:
             real = nn.functional.pad(real, [self.hparams.pad] * 4, value=-1.0)  # -1 = black, the background
@@ -325,18 +328,23 @@ class WGANGPModule(pl.LightningModule):
         self.manual_backward(loss_d)
         diag = (self.gen_iters + 1) % self.hparams.diag_every == 0
         if diag:
-            self.log("train/grad_norm_critic", grad_norm(self.critic))
+            self.step_values["train/grad_norm_critic"] = grad_norm(self.critic)
         with uncounted(opt_d):  # global_step (and so --trainer.max_steps) counts generator steps only
             opt_d.step()
         self.critic_iters += 1
         if self.critic_iters % self.hparams.n_critic == 0:
-            # critic metrics of the step before each generator step: logging every critic step costs ~10% on CPU
-            self.log_dict({"train/critic_loss": loss_d.detach(), "train/wasserstein": w_estimate, "train/gp": penalty})
+            # critic metrics of the step before each generator step
+            self.step_values.update({"train/critic_loss": loss_d.detach(), "train/wasserstein": w_estimate,
+                                     "train/gp": penalty})
             self.generator_step(opt_g, len(real) * self.hparams.gen_batch_multiplier, diag)
             if self.hparams.lr_decay:  # a function of the counters only, so resumed runs get the same rates
                 for opt in (opt_d, opt_g):
                     for group in opt.param_groups:
                         group["lr"] = self.hparams.lr * max(0.0, 1 - self.gen_iters / self.trainer.max_steps)
+        if self.logs_this_step():
+            self.log_dict(self.step_values)
+            self.step_values = {}
+        return loss_d.detach()  # what NaNGuard checks (a non-finite generator shows up in the next critic loss)
 
     def generator_step(self, opt_g: Any, n: int, diag: bool) -> None:
         self.toggle_optimizer(opt_g)  # freezes the critic's parameters: no gradients are kept for them
@@ -344,7 +352,7 @@ class WGANGPModule(pl.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         if diag:
-            self.log("train/grad_norm_generator", grad_norm(self.generator))
+            self.step_values["train/grad_norm_generator"] = grad_norm(self.generator)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         self.gen_iters += 1
@@ -352,12 +360,12 @@ class WGANGPModule(pl.LightningModule):
         if self._last_gen_time is not None:
             self.train_seconds += now - self._last_gen_time
             self.timed_steps += 1
-            self.log("train/sec_per_gen_iter", now - self._last_gen_time)
+            self.step_values["train/sec_per_gen_iter"] = now - self._last_gen_time
         self._last_gen_time = now
-        self.log_dict({"train/gen_loss": loss_g.detach(), "train/gen_iters": float(self.gen_iters),
-                       "train/critic_iters": float(self.critic_iters)})
+        self.step_values.update({"train/gen_loss": loss_g.detach(), "train/gen_iters": float(self.gen_iters),
+                                 "train/critic_iters": float(self.critic_iters)})
         if diag:
-            self.log_dict({f"train/rel_move_{name}": self.relative_move(name) for name in ("generator", "critic")})
+            self.step_values.update({f"train/rel_move_{n}": self.relative_move(n) for n in ("generator", "critic")})
         if self.gen_iters % self.hparams.sample_every == 0:
             self.log_samples()
 

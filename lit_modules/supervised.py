@@ -9,6 +9,8 @@ from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanAbsoluteError
 
+from lit_modules.step_logging import WrittenStepLogging
+
 
 def adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
@@ -26,7 +28,7 @@ class CosineAnnealingLR(torch.optim.lr_scheduler.CosineAnnealingLR):
         super().__init__(optimizer, 1 if T_max is None else T_max, eta_min, last_epoch)
 
 
-class SupervisedModule(pl.LightningModule):
+class SupervisedModule(WrittenStepLogging, pl.LightningModule):
     """Trains ``net`` with cross-entropy (classification) or MSE (regression).
 
     Logs ``{train,val,test}/loss`` and ``acc`` (classification) or ``mse``/``mae`` (regression).
@@ -72,20 +74,6 @@ class SupervisedModule(pl.LightningModule):
         self.metrics["train_"].update(out, y)
         if self.logs_this_step():
             self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-
-    def logs_this_step(self) -> bool:
-        """Whether this training step's values reach the loggers (every ``trainer.log_every_n_steps`` steps, the
-        last batch of an epoch and the last step of the run); per-step values are handed to ``self.log`` only then.
-
-        Each ``self.log`` call costs Lightning 0.1-0.5 ms (``ResultCollection.log`` moves the stored result), 3-10 %
-        of a small net's CPU step; the written curves are the same, the progress bar's loss updates less often.
-        """
-        trainer = self._trainer
-        if trainer is None or not trainer.training:
-            return True
-        # Lightning's own rule for writing logs (step count, log_every_n_steps, should_stop); no public accessor
-        return (trainer._logger_connector.should_update_logs or trainer.is_last_batch
-                or 0 < trainer.max_steps <= self.global_step + 1)
 
     def on_train_epoch_end(self) -> None:
         # logged once per epoch from compute() (which syncs across processes): handing the metric objects to

@@ -147,6 +147,26 @@ def test_resume_reproduces_losses_and_counters(cifar_root: Path, tmp_path: Path)
     assert ra["test/fid_tiny_test"] == rb["test/fid_tiny_test"] and ra["critic_steps"] == rb["critic_steps"] == 20
 
 
+def test_step_values_reach_the_log_only_when_written_and_the_curves_are_unchanged(
+        cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 7 is no multiple of n_critic 5: written rows between generator steps carry the values of the last one
+    args = [*gan_args(cifar_root, "sparse", 6), "--trainer.log_every_n_steps", "7"]
+    flushes: list[int] = []
+    log_dict = WGANGPModule.log_dict
+    monkeypatch.setattr(WGANGPModule, "log_dict", lambda self, values, *a, **k: (
+        flushes.append(self.critic_iters) if self.trainer.training and not any("fid" in n for n in values) else None,
+        log_dict(self, values, *a, **k))[1])  # (the FID callback logs its own values when it evaluates)
+    assert run_train(args, tmp_path / "runs") == 0
+    assert flushes[:5] == [5, 7, 10, 14, 15]  # every 7th batch and the last (5th) batch of each epoch
+    monkeypatch.setattr(WGANGPModule, "logs_this_step", lambda self: True)
+    assert run_train([*args, "--name", "every"], tmp_path / "runs") == 0
+
+    def values(name: str) -> list[dict[str, str]]:  # wall time differs by nature
+        return [{k: v for k, v in r.items() if "sec_per" not in k} for r in read_metrics(run_dir(tmp_path / "runs", name))]
+
+    assert len(values("sparse")) > 4 and values("sparse") == values("every")
+
+
 def test_lr_decay_follows_max_steps(cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = [*gan_args(cifar_root, "decay", 2), "--model.lr_decay", "true"]
     assert run_train(args, tmp_path / "runs") == 0
