@@ -8,9 +8,12 @@ DIR_* are the ``--out`` folders of ``sweep.py configs/gan/grids/fmnist_dcgan_kg.
 ``gda_gan_fmnist_widths.png`` (final FID on the train and test references, median over seeds, band = min..max),
 ``gda_gan_fmnist_curves.png`` (FID on the train reference at each evaluation, median over seeds per width) and
 ``gda_gan_fmnist_samples.png`` (seed-0 sample grids of the best and worst generator width of the k_g sweep).
+Prints, as a markdown table, every other feature space that ``train.py test`` evaluated the k_g sweep's final
+generators in (``version_0/eval_*/results_test.json``, e.g. Inception FID) beside the run's own domain FID.
 """
 import argparse
 import csv
+import json
 import statistics
 from pathlib import Path
 from typing import Optional
@@ -112,6 +115,23 @@ def plot_samples(runs: dict[int, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def evaluations_table(runs: dict[int, list[dict]]) -> str:
+    """Per width: each seed's FIDs from later evaluations of its final generator, beside its domain FID."""
+    rows = []
+    for k, results in sorted(runs.items()):
+        for r in sorted(results, key=lambda r: r["run_dir"]):
+            for path in sorted(Path(r["run_dir"]).glob("eval_*/results_test.json")):
+                ev = json.loads(path.read_text())
+                for space in sorted({key.split("_")[1] for key in ev if key.startswith("fid_") and
+                                     key.endswith("_num_samples")} - {SPACE}):
+                    rows.append(f"| {k} | {Path(r['run_dir']).parent.name} | {space} | {ev[f'fid_{space}_num_samples']} | "
+                                f"{ev[f'test/fid_{space}_train']:.1f} | {ev[f'test/fid_{space}_test']:.1f} | "
+                                f"{r[f'test/fid_{SPACE}_train']:.1f} | {r[f'test/fid_{SPACE}_test']:.1f} |")
+    head = (f"| k_g | seed | space | samples | FID vs train | FID vs test | fid_{SPACE} train | fid_{SPACE} test |\n"
+            "|---|---|---|---|---|---|---|---|")
+    return "\n".join([head, *rows]) if rows else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for key, grid, _, _ in GRIDS:
@@ -124,6 +144,7 @@ def main() -> None:
     plot_curves(sweeps, args.out / "gda_gan_fmnist_curves.png")
     if sweeps["kg"]:
         plot_samples(sweeps["kg"], args.out / "gda_gan_fmnist_samples.png")
+        print(evaluations_table(sweeps["kg"]))
 
 
 if __name__ == "__main__":
