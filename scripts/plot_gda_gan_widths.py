@@ -71,10 +71,12 @@ def plot_widths(sweeps: dict[str, dict[int, list[dict]]], path: Path) -> None:
             mid, low, high = zip(*(spread([r.get(f"test/fid_{SPACE}_{split}") for r in runs[k]]) for k in ks))
             line, = ax.plot(ks, mid, style, label=f"FID vs {split} images")
             ax.fill_between(ks, low, high, alpha=0.2, color=line.get_color())
-        ax.set(xscale="log", xlabel=xlabel, title=f"{title}\n(n = {min(map(len, runs.values()), default=0)}+ seeds)")
-        ax.set_xscale("log", base=2)
+        ax.set(xlabel=xlabel, title=f"{title}\n(n = {min(map(len, runs.values()), default=0)}+ seeds)")
         if runs:
+            ax.set_xscale("log", base=2)
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
     axes[0].set_ylabel(f"domain FID (fid_{SPACE}, lower is better)")
     fig.suptitle("Fashion-MNIST WGAN-GP at the end of training (median over seeds, band = min..max)", fontsize=10)
     fig.tight_layout()
@@ -92,6 +94,8 @@ def plot_curves(sweeps: dict[str, dict[int, list[dict]]], path: Path) -> None:
         ax.set(yscale="log", xlabel="generator step", title=title)
         if sweeps[key]:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
     axes[0].set_ylabel(f"domain FID vs train images (fid_{SPACE})")
     fig.suptitle("FID during training (median over seeds)", fontsize=10)
     fig.tight_layout()
