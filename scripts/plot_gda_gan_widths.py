@@ -63,25 +63,17 @@ def fid_curve(run_dir: Path) -> list[tuple[int, float]]:
 def plot_widths(sweeps: dict[str, dict[int, list[dict]]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for ax, (key, _, title, xlabel) in zip(axes, GRIDS):
-        runs = sweeps[key]
-        for split, style in (("train", "o-"), ("test", "s--")):
-            ks = sorted(runs)
-            if not ks:
-                continue
+        runs, ks = sweeps[key], sorted(sweeps[key])
+        for split, style in (("train", "o-"), ("test", "s--")) if ks else ():
             mid, low, high = zip(*(spread([r.get(f"test/fid_{SPACE}_{split}") for r in runs[k]]) for k in ks))
             line, = ax.plot(ks, mid, style, label=f"FID vs {split} images")
             ax.fill_between(ks, low, high, alpha=0.2, color=line.get_color())
         ax.set(xlabel=xlabel, title=f"{title}\n(n = {min(map(len, runs.values()), default=0)}+ seeds)")
-        if runs:
+        if ks:
             ax.set_xscale("log", base=2)
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
-    axes[0].set_ylabel(f"domain FID (fid_{SPACE}, lower is better)")
-    fig.suptitle("Fashion-MNIST WGAN-GP at the end of training (median over seeds, band = min..max)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        finish_panel(ax, bool(ks))
+    save(fig, axes, f"domain FID (fid_{SPACE}, lower is better)",
+         "Fashion-MNIST WGAN-GP at the end of training (median over seeds, band = min..max)", path)
 
 
 def plot_curves(sweeps: dict[str, dict[int, list[dict]]], path: Path) -> None:
@@ -92,12 +84,20 @@ def plot_curves(sweeps: dict[str, dict[int, list[dict]]], path: Path) -> None:
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             ax.plot(steps, [statistics.median(c[s] for c in curves) for s in steps], "o-", label=f"{xlabel} {k}")
         ax.set(yscale="log", xlabel="generator step", title=title)
-        if sweeps[key]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
-    axes[0].set_ylabel(f"domain FID vs train images (fid_{SPACE})")
-    fig.suptitle("FID during training (median over seeds)", fontsize=10)
+        finish_panel(ax, bool(sweeps[key]))
+    save(fig, axes, f"domain FID vs train images (fid_{SPACE})", "FID during training (median over seeds)", path)
+
+
+def finish_panel(ax: plt.Axes, has_runs: bool) -> None:
+    if has_runs:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes)
+
+
+def save(fig: plt.Figure, axes: list[plt.Axes], ylabel: str, title: str, path: Path) -> None:
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
