@@ -1,10 +1,11 @@
 """Lightning path vs a hand-written PyTorch loop: CNN2 on Fashion-MNIST, same data, batch, optimizer.
 
-    python benchmarks/overhead.py --data-root ../shared/data [--steps 1000] [--pairs 5]
+    python benchmarks/overhead.py --data-root ../shared/data [--steps 1000] [--pairs 5] [--device cuda]
 
 The Lightning side is ``train.run`` (exactly what ``python train.py`` runs: our datamodule, SupervisedModule with
 its torchmetrics, CSV logging, checkpoint/NaN/RNG callbacks), timed by the run's own ``train_samples_per_second``;
-the hand loop indexes the same in-memory tensors, normalises, and steps the same Adam. Prints the median of the
+the hand loop indexes the same in-memory tensors, normalises, and steps the same Adam. With ``--device cuda`` both
+train on the GPU and the hand loop copies each batch there, as a DataLoader-fed loop does. Prints the median of the
 per-pair throughput ratios over alternating pairs and their spread (target >= 0.95).
 """
 import argparse
@@ -18,19 +19,20 @@ from nets import CNN2
 from pairs import alternating_pairs, summary
 
 
-def lightning_run(data_root: str, batch_size: int, steps: int, out: str) -> float:
+def lightning_run(data_root: str, batch_size: int, steps: int, out: str, device: str) -> float:
     """Samples/s of the train.py path over ``steps`` optimizer steps (no validation; the final test is not timed)."""
     args = ["--config", "configs/default.yaml", "--data.root", data_root, "--data.batch_size", str(batch_size),
             "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
             "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--wandb", "false", "--trainer.default_root_dir", out]
+            "--trainer.enable_model_summary", "false", "--wandb", "false", "--trainer.default_root_dir", out,
+            "--trainer.accelerator", "gpu" if device == "cuda" else "cpu", "--trainer.devices", "1"]
     return train.run(args)["train_samples_per_second"]
 
 
 def hand_run(images: torch.Tensor, targets: torch.Tensor, mean: float, std: float, batch_size: int,
-             steps: int) -> float:
+             steps: int, device: str) -> float:
     torch.manual_seed(0)
-    net = CNN2()
+    net = CNN2().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     done, start = 0, time.perf_counter()
@@ -38,14 +40,16 @@ def hand_run(images: torch.Tensor, targets: torch.Tensor, mean: float, std: floa
         order = torch.randperm(len(targets))
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            x = (images[idx].float().div_(255) - mean) / std
-            loss = loss_fn(net(x), targets[idx])
+            x = (images[idx].to(device, non_blocking=True).float().div_(255) - mean) / std
+            loss = loss_fn(net(x), targets[idx].to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             done += 1
             if done == steps:
                 break
+    if device == "cuda":
+        torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     opts = parser.parse_args()
 
     from datamodules import FashionMNISTDataModule
@@ -65,11 +70,11 @@ def main() -> None:
     dm.setup("fit")
     images, targets = dm.train_set.images, dm.train_set.targets
     print(f"CNN2 / Fashion-MNIST ({len(targets)} train images at {opts.data_root}), batch {opts.batch_size}, "
-          f"{opts.steps} steps per run, torch threads {torch.get_num_threads()}; lightning vs hand loop, samples/s")
+          f"{opts.steps} steps per run, {opts.device}, torch threads {torch.get_num_threads()}; lightning vs hand loop, samples/s")
     with tempfile.TemporaryDirectory() as out:
-        ratios = alternating_pairs(lambda: lightning_run(opts.data_root, opts.batch_size, opts.steps, out),
+        ratios = alternating_pairs(lambda: lightning_run(opts.data_root, opts.batch_size, opts.steps, out, opts.device),
                                    lambda: hand_run(images, targets, dm.mean[0], dm.std[0], opts.batch_size,
-                                                    opts.steps), opts.pairs, "samples/s",
+                                                    opts.steps, opts.device), opts.pairs, "samples/s",
                                    labels=("lightning", "hand"))
     print(summary(ratios, "throughput ratio lightning/hand", ">= 0.95"))
 

@@ -82,12 +82,23 @@ class NonFiniteLossError(RuntimeError):
 class NaNGuard(Callback):
     """Stops the run at the first non-finite training loss (or logged ``train/*`` metric).
 
-    Raising before ``ModelCheckpoint`` runs its batch-end hook keeps the last good checkpoint untouched.
+    Raising before ``ModelCheckpoint`` runs its batch-end hook keeps the last good checkpoint untouched. A loss on
+    the CPU is checked every step. One on a GPU is folded into a flag on the device instead (reading a value back
+    every step would make the host wait for the GPU's queue), which is read on the steps the loggers write, before
+    every checkpoint is written and at the end of training; the error still names the first bad step.
     """
+
+    def __init__(self) -> None:
+        self._first_bad: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (step or -1, its loss), on the device
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and loss.device.type != "cpu":
+            self._fold(loss.detach(), trainer.global_step)
+            if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0 or trainer.is_last_batch:
+                self._raise_if_bad()
+            return
         if isinstance(loss, torch.Tensor):
             values = {"train/loss": loss}
         else:  # manual optimisation that returns nothing: look at what it logged (costly, so only then)
@@ -95,8 +106,29 @@ class NaNGuard(Callback):
         for name, value in values.items():
             value = float(value.detach()) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
             if isinstance(value, float) and not math.isfinite(value):
-                raise NonFiniteLossError(f"non-finite {name} ({value}) at step {trainer.global_step}; "
-                                         "stopped, the last good checkpoint is kept")
+                raise NonFiniteLossError(non_finite_message(name, value, trainer.global_step))
+
+    def _fold(self, loss: torch.Tensor, step: int) -> None:
+        if self._first_bad is None:
+            self._first_bad = (torch.full((), -1, device=loss.device), torch.zeros((), device=loss.device))
+        first_step, first_loss = self._first_bad
+        new = (first_step < 0) & ~torch.isfinite(loss).all()
+        self._first_bad = (torch.where(new, step, first_step), torch.where(new, loss.sum(), first_loss))
+
+    def _raise_if_bad(self) -> None:
+        if self._first_bad is not None and int(self._first_bad[0]) >= 0:
+            step, loss = self._first_bad
+            raise NonFiniteLossError(non_finite_message("train/loss", float(loss), int(step)))
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._raise_if_bad()  # before the file is written: no checkpoint holds weights past a non-finite loss
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._raise_if_bad()
+
+
+def non_finite_message(name: str, value: float, step: int) -> str:
+    return f"non-finite {name} ({value}) at step {step}; stopped, the last good checkpoint is kept"
 
 
 class RNGState(Callback):

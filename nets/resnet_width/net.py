@@ -52,7 +52,8 @@ def data_kernel(x: Tensor, activation: str = "tanh", points: int = 40) -> Tensor
     """
     phi = get_activation(activation)
     x = x.to(torch.float64)
-    nodes, weights = (torch.as_tensor(v, dtype=torch.float64) for v in np.polynomial.hermite_e.hermegauss(points))
+    nodes, weights = (torch.as_tensor(v, dtype=torch.float64, device=x.device)
+                      for v in np.polynomial.hermite_e.hermegauss(points))
     weights = weights / math.sqrt(2 * math.pi)
     norms = x.norm(dim=1)
     gram = x @ x.T

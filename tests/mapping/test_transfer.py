@@ -29,7 +29,7 @@ def test_pretrain_export_and_both_kinds_of_fine_tuning(tmp_path: Path) -> None:
     assert plain["trainable_params"] == 56_229
     # the frozen-norm fine-tuning started from the exported body: BatchNorm statistics stay the pretrained ones
     state = torch.load(run_dir(tmp_path, "transfercnn_fmnist_finetune") / "checkpoints" / "last.ckpt",
-                       weights_only=False)["state_dict"]
+                       weights_only=False, map_location="cpu")["state_dict"]  # a GPU run saves CUDA tensors
     for name in ("bn1.running_mean", "layer4.1.running_var"):
         assert torch.equal(state[f"net.{name}"], body[name])
     assert TransferCNN(5, weights_path=str(weights)).conv1.weight.shape == (32, 1, 3, 3)
