@@ -185,7 +185,21 @@ class RunCheckpoint(ModelCheckpoint):
         periodic = self.last_every_n_steps and trainer.global_step % self.last_every_n_steps == 0
         stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
         if (periodic or stopping) and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._saving_in_step = True
+            try:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            finally:
+                self._saving_in_step = False
+
+    _saving_in_step = False
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # Lightning resumes a checkpoint written inside an epoch's last batch past that epoch's end: the epoch's
+        # train metrics, LR-scheduler logging and epoch hooks never run. Saying the batch was not the last makes the
+        # resumed run end the epoch; only the epoch-end validation is still skipped (the epoch loop runs it after a
+        # batch, and none is left): docs/architecture.md, "Resume".
+        if self._saving_in_step:
+            checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] = False
 
 
 class SlurmRequeue(Callback):
