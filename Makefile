@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export WANDB_SILENT := true
 
-.PHONY: train test test-slow benchmark clean
+.PHONY: train test test-slow benchmark benchmark-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test-slow: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/overhead.py --data-root data
+
+# on a CUDA machine: framework overhead, mapping speed and memory, segmentation throughput (docs/results/foundation.md)
+benchmark-gpu: $(VENV)/.installed
+	$(PY) benchmarks/overhead.py --data-root data --device cuda
+	$(PY) benchmarks/mapping_resnet18.py --cuda --batch 128 --steps 20 --task-only
+	$(PY) benchmarks/mapping_memory.py --cuda
+	$(PY) benchmarks/segmentation.py --device cuda
 
 clean:
 	rm -rf runs wandb .pytest_cache
