@@ -3,7 +3,7 @@ counted, and no tips or known-harmless library warnings (filtered by their exact
 import logging
 import os
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichModelSummary, RichProgressBar
@@ -43,12 +43,16 @@ def quiet_console() -> None:
 
 
 class RunProgressBar(RichProgressBar):
-    """Rich bar with ``Epoch 3/10`` (1-based, and no total when training is bounded by steps only) and the run's
-    version number as ``v_num`` (not the last characters of a logger's id)."""
+    """Rich bar with ``Epoch 3/10`` (1-based, and no total when training is bounded by steps only), the run's
+    version number as ``v_num`` (not the last characters of a logger's id) and the last written ``train/loss``.
+
+    The loss is read back from the device once per written log step, not at every refresh: a value logged with
+    ``prog_bar=True`` is converted after every batch, which makes a GPU's host wait for its queue each step."""
 
     def __init__(self, version: int) -> None:
         super().__init__()
         self.version = version
+        self._loss: Optional[float] = None
 
     def _get_train_description(self, current_epoch: int) -> str:
         total = self.trainer.max_epochs
@@ -59,7 +63,17 @@ class RunProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         if "v_num" in items and self.version >= 0:
             items["v_num"] = str(self.version)
+        if self._loss is not None:
+            items["train/loss"] = self._loss
         return items
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer._logger_connector.should_update_logs:  # Lightning's rule for the steps its loggers write
+            loss = trainer.callback_metrics.get("train/loss")
+            if loss is not None:
+                self._loss = float(loss)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class RunModelSummary(RichModelSummary):

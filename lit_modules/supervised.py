@@ -73,9 +73,9 @@ class SupervisedModule(WrittenStepLogging, pl.LightningModule):
         """Log the step's loss and accumulate the epoch's train metrics (logged in ``on_train_epoch_end``)."""
         self.metrics["train_"].update(out, y)
         if self.logs_this_step():
-            # a progress-bar value is read back to the host after every batch (Lightning converts it each time):
-            # on a GPU that is a wait per step, so only when a bar shows it
-            self.log("train/loss", loss, prog_bar=self.trainer.progress_bar_callback is not None, sync_dist=True)
+            # not prog_bar: Lightning reads bar values back to the host after every batch, a wait per step on a GPU
+            # (callbacks.console.RunProgressBar shows the written value instead)
+            self.log("train/loss", loss, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         # logged once per epoch from compute() (which syncs across processes): handing the metric objects to
