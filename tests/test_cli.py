@@ -65,6 +65,8 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path: Path) -> No
 
 # the epoch's accuracy state comes back from the checkpoint, which torchmetrics does not count as an update
 @pytest.mark.filterwarnings("ignore:The ``compute`` method of metric MulticlassAccuracy was called before")
+# the known gap: the boundary epoch's validation is not rerun, so its end has no val/acc for the best checkpoint
+@pytest.mark.filterwarnings("ignore:`ModelCheckpoint\\(monitor='val/acc'\\)` could not find the monitored key")
 def test_resume_from_an_epochs_last_batch_ends_that_epoch(tmp_path: Path) -> None:
     # 10 batches an epoch: the cut run's last.ckpt is written inside the epoch's last batch. Lightning would resume
     # past the epoch's end (no train/acc row, no LR row, epoch-2 accuracy mixed with epoch 1's); known gap: the
