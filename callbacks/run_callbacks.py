@@ -177,6 +177,7 @@ class RunCheckpoint(ModelCheckpoint):
         if last_every_n_steps is not None and last_every_n_steps <= 0:
             raise ValueError(f"--checkpoint_every_n_steps must be positive, got {last_every_n_steps}")
         self.last_every_n_steps = last_every_n_steps
+        self._saving_in_step = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -190,8 +191,6 @@ class RunCheckpoint(ModelCheckpoint):
                 self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             finally:
                 self._saving_in_step = False
-
-    _saving_in_step = False
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # Lightning resumes a checkpoint written inside an epoch's last batch past that epoch's end: the epoch's
