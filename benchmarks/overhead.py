@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     opts = parser.parse_args()
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device")
 
     from datamodules import FashionMNISTDataModule
 
@@ -70,9 +72,11 @@ def main() -> None:
     dm.setup("fit")
     images, targets = dm.train_set.images, dm.train_set.targets
     print(f"CNN2 / Fashion-MNIST ({len(targets)} train images at {opts.data_root}), batch {opts.batch_size}, "
-          f"{opts.steps} steps per run, {opts.device}, torch threads {torch.get_num_threads()}; lightning vs hand loop, samples/s")
+          f"{opts.steps} steps per run, {opts.device}, torch threads {torch.get_num_threads()}; "
+          "lightning vs hand loop, samples/s")
     with tempfile.TemporaryDirectory() as out:
-        ratios = alternating_pairs(lambda: lightning_run(opts.data_root, opts.batch_size, opts.steps, out, opts.device),
+        ratios = alternating_pairs(lambda: lightning_run(opts.data_root, opts.batch_size, opts.steps, out,
+                                                         opts.device),
                                    lambda: hand_run(images, targets, dm.mean[0], dm.std[0], opts.batch_size,
                                                     opts.steps, opts.device), opts.pairs, "samples/s",
                                    labels=("lightning", "hand"))

@@ -96,7 +96,7 @@ class NaNGuard(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and loss.device.type != "cpu":
             self._fold(loss.detach(), trainer.global_step)
-            if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0 or trainer.is_last_batch:
+            if trainer._logger_connector.should_update_logs or trainer.is_last_batch:  # (Lightning's writing rule)
                 self._raise_if_bad()
             return
         if isinstance(loss, torch.Tensor):
