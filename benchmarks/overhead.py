@@ -11,8 +11,8 @@ per-pair throughput ratios over alternating pairs and their spread (target >= 0.
 A third side, ``bare``, is Lightning's own loop with nothing of ours but the datamodule: a minimal LightningModule
 (CNN2, cross-entropy, Adam) in a ``pl.Trainer`` without logger, checkpoints or callbacks (``RunStats`` times it), so
 the output separates what Lightning's loop costs per step (bare/hand) from what our stack adds (train.py/bare).
-All sides run with freed heap memory kept (``pairs.keep_freed_memory``): otherwise glibc's trimming makes one side
-or the other pay page faults depending on the heap's layout, not on its own work.
+All sides run with freed heap memory kept (``train.keep_freed_memory``, what train.py does by default): otherwise
+glibc's trimming makes one side or the other pay page faults depending on the heap's layout, not on its own work.
 """
 import argparse
 import tempfile
@@ -24,7 +24,7 @@ import torch
 import train
 from callbacks import RunStats
 from nets import CNN2
-from pairs import alternating_rounds, keep_freed_memory, ratios_to, summary
+from pairs import alternating_rounds, ratios_to, summary
 
 
 def lightning_run(data_root: str, batch_size: int, steps: int, out: str, device: str) -> float:
@@ -102,7 +102,7 @@ def main() -> None:
 
     from datamodules import FashionMNISTDataModule
 
-    allocator = "freed memory kept (glibc)" if keep_freed_memory() else "default allocator"
+    allocator = "freed memory kept (glibc)" if train.keep_freed_memory() else "default allocator"
     train.quiet_console()
     dm = FashionMNISTDataModule(root=opts.data_root, download=False)
     dm.prepare_data()

@@ -2,27 +2,8 @@
 
 Imported by the benchmark scripts (``python benchmarks/<name>.py`` puts this folder first on the module path).
 """
-import ctypes
-import ctypes.util
 import statistics
 from typing import Callable, Optional
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-def keep_freed_memory() -> bool:
-    """Stops glibc from handing freed heap memory back to the OS (and fixes its mmap threshold at the 32 MiB maximum)
-    for the rest of the process, so that no timed side pays page faults for re-touching it.
-
-    With glibc's defaults whether a training step's activations come back as fresh (faulting) pages depends on what
-    else lives at the top of the heap: a hand-written CNN2 loop took ~4,000 minor page faults and 50 % longer per step
-    in its first runs of a process and none later. Returns False where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 25))
-    except (OSError, AttributeError, TypeError):
-        return False
 
 
 def alternating_rounds(measures: dict[str, Callable[[], float]], pairs: int, unit: str = "",

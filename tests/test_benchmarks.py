@@ -1,4 +1,4 @@
-"""The benchmark harness: alternating order, the allocator setting, and overhead.py end to end on the shipped slice."""
+"""The benchmark harness: alternating order and overhead.py end to end on the shipped slice."""
 import re
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from pairs import alternating_rounds, keep_freed_memory, ratios_to  # noqa: E402
+from pairs import alternating_rounds, ratios_to  # noqa: E402
 
 from tests.conftest import FMNIST_SLICE  # noqa: E402
 
@@ -30,11 +30,6 @@ def test_rounds_alternate_their_order_and_ratios_pair_up_by_round() -> None:
 def test_alternating_rounds_rejects_zero_pairs() -> None:
     with pytest.raises(SystemExit, match="--pairs must be >= 1"):
         alternating_rounds({"a": lambda: 1.0}, pairs=0)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_memory_is_kept_on_glibc() -> None:
-    assert keep_freed_memory()
 
 
 def test_overhead_prints_three_ratios_on_the_shipped_slice() -> None:

@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -254,3 +255,19 @@ def test_adam_steps_skip_the_nvml_device_probe_without_gpus(monkeypatch: pytest.
     for _ in range(3):
         optimizer.step()
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0" and not probes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_memory_is_kept_unless_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import train
+
+    assert train.keep_freed_memory()  # glibc accepts both settings
+    calls: list[int] = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: calls.append(1) or True)
+    args = ["--config", "configs/default.yaml", "--data.root", str(FMNIST_SLICE), "--trainer.max_steps", "1",
+            "--trainer.limit_val_batches", "0", "--trainer.limit_test_batches", "1", "--trainer.default_root_dir",
+            str(tmp_path), *QUIET]
+    train.run(args)
+    assert calls == [1]
+    train.run([*args, "--keep_freed_memory", "false"])
+    assert calls == [1]
