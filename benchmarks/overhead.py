@@ -1,12 +1,12 @@
-"""Lightning path vs a hand-written PyTorch loop: CNN2 on Fashion-MNIST, same data, batch, optimizer.
+"""train.py vs bare Lightning vs a hand-written PyTorch loop: CNN2 on Fashion-MNIST, same data, batch, optimizer.
 
     python benchmarks/overhead.py --data-root ../shared/data [--steps 1000] [--pairs 5] [--device cuda]
 
-The Lightning side is ``train.run`` (exactly what ``python train.py`` runs: our datamodule, SupervisedModule with
+The ``train.py`` side is ``train.run`` (exactly what ``python train.py`` runs: our datamodule, SupervisedModule with
 its torchmetrics, CSV logging, checkpoint/NaN/RNG callbacks), timed by the run's own ``train_samples_per_second``;
 the hand loop indexes the same in-memory tensors, normalises, and steps the same Adam. With ``--device cuda`` both
 train on the GPU and the hand loop copies each batch there, as a DataLoader-fed loop does. Prints the median of the
-per-pair throughput ratios over alternating pairs and their spread (target >= 0.95).
+per-round throughput ratios over alternating rounds and their spread (target train.py/hand >= 0.95).
 
 A third side, ``bare``, is Lightning's own loop with nothing of ours but the datamodule: a minimal LightningModule
 (CNN2, cross-entropy, Adam) in a ``pl.Trainer`` without logger, checkpoints or callbacks (``RunStats`` times it), so
