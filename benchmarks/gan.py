@@ -4,10 +4,11 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gan.py [--net dcgan32 --k 16 --gen-iters 20 --pairs 5]
 
 Same nets (same init), batch 64, n_critic 5, GP 10, Adam(1e-4, (0.5, 0.999)), the same loader of in-memory random
-images; the
-hand loop does exactly the module's per-step work (one critic pass over [real; fake; interpolates], double
-backward, toggled critic for the generator step) without Lightning. Both time the generator iterations after
-``--warmup`` of them, by process CPU time (the machine is shared). Prints the ratio Lightning / hand loop of gen it/s
+images; the hand
+loop does exactly the module's per-step work (one critic pass over [real; fake; interpolates], double backward,
+toggled critic for the generator step) without Lightning. Both run with freed heap memory kept, as train.py does
+(``train.keep_freed_memory``; without it glibc's trimming costs both sides page faults, ~30 %). Both time the
+generator iterations after ``--warmup`` of them, by process CPU time (the machine is shared). Prints the ratio Lightning / hand loop of gen it/s
 as the median of ``--pairs`` alternating pairs in one process, spread min-max (>= 0.95 is the target).
 """
 import argparse
@@ -18,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+import train
 from lit_modules.gda_gan import WGANGPModule, critic_loss
 from nets.gda_gan import DCGANCritic32, DCGANGenerator32, MLPCritic, MLPGenerator, ResNetCritic32, ResNetGenerator32
 from pairs import alternating_pairs, summary
@@ -110,7 +112,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"net={args.net} k={args.k} batch=64 n_critic=5 gen_iters={args.gen_iters} (after {args.warmup} warmup); "
+    allocator = "freed memory kept (glibc, as train.py)" if train.keep_freed_memory() else "default allocator"
+    print(f"net={args.net} k={args.k} batch=64 n_critic=5 gen_iters={args.gen_iters} (after {args.warmup} warmup), "
+          f"{allocator}; "
           f"Lightning vs hand-written loop, gen it/s (process CPU time)")
     ratios = alternating_pairs(lambda: lightning_loop(args.net, args.k, args.gen_iters, args.warmup),
                                lambda: hand_loop(args.net, args.k, args.gen_iters, args.warmup), args.pairs,
