@@ -4,12 +4,12 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gan.py [--net dcgan32 --k 16 --gen-iters 20 --pairs 5]
 
 Same nets (same init), batch 64, n_critic 5, GP 10, Adam(1e-4, (0.5, 0.999)), the same loader of in-memory random
-images; the hand
-loop does exactly the module's per-step work (one critic pass over [real; fake; interpolates], double backward,
-toggled critic for the generator step) without Lightning. Both run with freed heap memory kept, as train.py does
-(``train.keep_freed_memory``; without it glibc's trimming costs both sides page faults, ~30 %). Both time the
-generator iterations after ``--warmup`` of them, by process CPU time (the machine is shared). Prints the ratio Lightning / hand loop of gen it/s
-as the median of ``--pairs`` alternating pairs in one process, spread min-max (>= 0.95 is the target).
+images; the hand loop does exactly the module's per-step work (one critic pass over [real; fake; interpolates],
+double backward, toggled critic for the generator step) without Lightning. Both run with freed heap memory kept, as
+train.py does (``train.keep_freed_memory``; without it glibc's trimming costs both sides page faults, ~30 %). Both
+time the generator iterations after ``--warmup`` of them, by process CPU time (the machine is shared). Prints the
+ratio Lightning / hand loop of gen it/s as the median of ``--pairs`` alternating pairs in one process, spread
+min-max (>= 0.95 is the target).
 """
 import argparse
 import tempfile
