@@ -3,7 +3,7 @@ from pathlib import Path
 
 import train
 from tests.conftest import FMNIST_SLICE, QUIET, run_dir
-from tests.wandb_records import records
+from tests.wandb_records import finished_records
 
 ARGS = ["--data.root", str(FMNIST_SLICE), "--data.max_train_samples", "200", "--data.batch_size", "50",
         "--data.val_fraction", "0.05", "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "3",
@@ -15,7 +15,8 @@ def test_classifier_gets_confusion_matrix_and_misclassified_examples(tmp_path: P
                *ARGS])  # W&B on (offline)
     out = run_dir(tmp_path, "cls")
     assert {p.name for p in (out / "figures").iterdir()} == {"confusion_matrix.png", "misclassified.png"}
-    logged = {item.key or "/".join(item.nested_key) for p in out.glob("wandb/offline-run-*/run-*.wandb") for r in records(p)
+    logged = {item.key or "/".join(item.nested_key) for p in out.glob("wandb/offline-run-*/run-*.wandb")
+              for r in finished_records(p)
               if r.WhichOneof("record_type") == "history" for item in r.history.item}
     assert {"figures/confusion_matrix/_type", "figures/misclassified/_type"} <= logged  # wandb.Image entries
 

@@ -1,5 +1,6 @@
 """Reads what an offline W&B run recorded (its ``run-*.wandb`` file), to check summary and config in tests."""
 import json
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,12 +24,23 @@ def records(path: Path) -> Iterator[Record]:
             parts = b""
 
 
+def finished_records(path: Path, timeout: float = 30.0) -> list[Record]:
+    """``records(path)`` once the file holds the run's exit record: W&B's writer may still be flushing it when
+    ``finish()`` has returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list(records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def summary_and_config(run_folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The final summary and config of the (newest) offline run under ``<run>/wandb/``."""
     summary: dict[str, Any] = {}
     config: dict[str, Any] = {}
     for path in sorted(run_folder.glob("wandb/offline-run-*/run-*.wandb")):
-        for record in records(path):
+        for record in finished_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "summary":
                 summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
