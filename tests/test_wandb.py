@@ -10,7 +10,7 @@ import pytest
 import train
 from lit_modules import SupervisedModule
 from tests.conftest import FMNIST_SLICE, run_dir
-from tests.wandb_records import records, summary_and_config
+from tests.wandb_records import finished_records, summary_and_config
 
 ARGS = ["--config", "configs/default.yaml", "--data.root", str(FMNIST_SLICE), "--data.max_train_samples", "100",
         "--data.batch_size", "50", "--data.val_fraction", "0.05", "--trainer.max_epochs", "1",
@@ -34,7 +34,7 @@ def test_results_reach_the_summary_and_the_config_goes_once(tmp_path: Path) -> N
     assert not [k for k in config if k.startswith("_") and k != "_wandb"]  # no _instantiator, no __path__
     assert "net" not in config and "num_classes" not in config  # the model's hparams are not sent a second time
     run_record = next(r.run for p in (run_dir(tmp_path, "wb")).glob("wandb/offline-run-*/run-*.wandb")
-                      for r in records(p) if r.WhichOneof("record_type") == "run")
+                      for r in finished_records(p) if r.WhichOneof("record_type") == "run")
     assert list(run_record.tags) == ["a", "b"] and run_record.run_group == "g1"
     assert run_record.project == "overparam" and run_record.run_id == (run_dir(tmp_path, "wb") / "wandb_id").read_text()
 
@@ -46,7 +46,7 @@ def test_a_configured_wandb_logger_is_merged_not_replaced(tmp_path: Path, monkey
     train.run([*ARGS, "--name", "merged", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
                f"--trainer.logger={json.dumps(logger)}"])
     out = run_dir(tmp_path, "merged")
-    run_record = next(r.run for p in out.glob("wandb/offline-run-*/run-*.wandb") for r in records(p)
+    run_record = next(r.run for p in out.glob("wandb/offline-run-*/run-*.wandb") for r in finished_records(p)
                       if r.WhichOneof("record_type") == "run")
     assert list(run_record.tags) == ["from_config"] and run_record.display_name == "my-name"
     assert run_record.job_type == "probe" and run_record.project == "from_env"
