@@ -293,7 +293,8 @@ class OverparamCLI(LightningCLI):
         if self.resume_ckpt:
             ckpt = check_checkpoint(self.resume_ckpt, model)
             if trainer.is_global_zero and "csv_rows" in ckpt:
-                truncate_metrics(str(self.run_dir), ckpt["csv_rows"], logged_step(ckpt, model))
+                truncate_metrics(str(self.run_dir), ckpt["csv_rows"], logged_step(ckpt, model),
+                                 ckpt.get("csv_row_follows", True))
         trainer.fit(model, datamodule=data, ckpt_path=self.resume_ckpt)
         # taken now: testing a best checkpoint restores the callbacks' states saved with it (an earlier epoch's)
         results = {**scalar_metrics(trainer.callback_metrics), "epochs": trainer.current_epoch,

@@ -98,17 +98,18 @@ def merge_steps(folder: str) -> None:
     write_rows(os.path.join(folder, MERGED), fields, merged)
 
 
-def truncate_metrics(folder: str, rows: int, global_step: int) -> None:
+def truncate_metrics(folder: str, rows: int, global_step: int, row_follows: bool = True) -> None:
     """Cut the log of the run in ``folder`` back to what it had logged when it wrote the checkpoint it resumes from.
 
-    ``rows`` were flushed when the checkpoint was written. Lightning logs the metrics of the batch (or epoch)
-    that triggered the checkpoint right after it, so the next row belongs too when its step is still below
-    the checkpoint's ``global_step``; anything later (work after the checkpoint, a partial-epoch summary of a
-    run stopped by max_steps, test rows) is dropped.
+    ``rows`` were flushed when the checkpoint was written. A checkpoint written inside a training batch or at an
+    epoch's end (``row_follows``) is followed by the metrics of that batch or epoch, so the next row belongs too
+    when its step is still below the checkpoint's ``global_step``; anything later (work after the checkpoint, a
+    partial-epoch summary of a run stopped by max_steps, test rows) is dropped.
     """
     path = os.path.join(folder, RAW)
     if not os.path.isfile(path):
         return
     fields, table = read_rows(path)
-    write_rows(path, fields, table[:rows] + [row for row in table[rows:rows + 1] if int(row["step"]) < global_step])
+    follower = [row for row in table[rows:rows + 1] if row_follows and int(row["step"]) < global_step]
+    write_rows(path, fields, table[:rows] + follower)
     merge_steps(folder)

@@ -154,7 +154,11 @@ class RNGState(Callback):
 
 class FlushLogsOnCheckpoint(Callback):
     """Writes buffered metrics with every checkpoint and records how many CSV rows it covers, so a resumed
-    run first cuts its log back to exactly the checkpoint (``truncate_metrics``)."""
+    run first cuts its log back to exactly the checkpoint (``truncate_metrics``). The row that Lightning logs right
+    after a checkpoint and that belongs to it is written at the next hook, so that a run killed then keeps it."""
+
+    def __init__(self) -> None:
+        self._row_pending = False
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         write_logs(trainer.loggers)
@@ -162,11 +166,31 @@ class FlushLogsOnCheckpoint(Callback):
             rows = getattr(logger.experiment, "rows_written", None) if trainer.is_global_zero else None
             if rows is not None:
                 checkpoint["csv_rows"] = rows
+                # a save at a validation's end comes after that validation's rows; one inside a training batch or
+                # at an epoch's end comes just before the batch's or the epoch's row
+                checkpoint["csv_row_follows"] = self._row_pending = not trainer.validating
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._write_pending_row(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_pending_row(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_pending_row(trainer)
+
+    def _write_pending_row(self, trainer: pl.Trainer) -> None:
+        if self._row_pending:
+            self._row_pending = False
+            for logger in trainer.loggers:
+                logger.save()
 
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint (best by the module's monitor, once per epoch) whose ``last.ckpt`` is also written every
-    ``last_every_n_steps`` steps and where ``max_steps`` (or a callback) stops training mid-epoch.
+    ``last_every_n_steps`` steps and where ``max_steps`` (or a callback) stops training mid-epoch, always at a
+    point from which Lightning resumes the same trajectory (``save_last_for_step``).
 
     Lightning's own ``every_n_train_steps`` defers saving until the monitored metric exists, i.e. until the
     first validation; crash recovery needs ``last.ckpt`` from the first steps on.
@@ -178,25 +202,87 @@ class RunCheckpoint(ModelCheckpoint):
             raise ValueError(f"--checkpoint_every_n_steps must be positive, got {last_every_n_steps}")
         self.last_every_n_steps = last_every_n_steps
         self._saving_in_step = False
+        self._due: Optional[str] = None  # "validation" or "epoch": the save for this step waits for it
+        self._best_saved_at = -1  # the step whose epoch-end best checkpoint was made at its validation's end
+        self._epoch_last_at = -1  # the step whose last.ckpt was written inside its epoch's last batch
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # saved inside the step, because by on_train_end the loop has already closed the epoch
         periodic = self.last_every_n_steps and trainer.global_step % self.last_every_n_steps == 0
         stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
-        if (periodic or stopping) and self._last_global_step_saved != trainer.global_step:
+        # every epoch's last.ckpt of a run with max_steps too (see save_last_for_step)
+        if periodic or stopping or (self.save_last and trainer.is_last_batch and trainer.max_steps > 0):
+            self.save_last_for_step(trainer)
+
+    def save_last_for_step(self, trainer: pl.Trainer) -> None:
+        """Writes ``last.ckpt`` for the step just taken; call from ``on_train_batch_end``.
+
+        Lightning resumes a checkpoint written inside a batch as if the validation and the epoch end that follow
+        the batch had run, so when a validation follows, the save waits for its end. At an epoch's last batch
+        without one, a run with ``max_epochs`` saves at the epoch's end, where Lightning's own checkpoint resumes
+        it exactly (callbacks such as NeuronPursuit read the epoch's logged metrics there); in a run with
+        ``max_steps`` that checkpoint resumes with one batch too many (Lightning issue 19403), so it saves inside
+        the batch, marked so that the resumed run still ends the epoch (``on_save_checkpoint``).
+        """
+        if self._last_global_step_saved == trainer.global_step:
+            return
+        if trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            self._due = "validation"
+        elif trainer.is_last_batch and trainer.max_steps <= 0:
+            self._due = "epoch"
+        else:
             self._saving_in_step = True
             try:
                 self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             finally:
                 self._saving_in_step = False
+            if trainer.is_last_batch:
+                self._epoch_last_at = trainer.global_step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._due == "validation" and self._last_global_step_saved != trainer.global_step:
+            candidates = self._monitor_candidates(trainer)
+            if self._saves_best_at_epoch_end(trainer):
+                # made now: a run resumed from this checkpoint has no validation metrics at the epoch's end
+                self._save_topk_checkpoint(trainer, candidates)
+                self._best_saved_at = trainer.global_step
+            self._save_last_checkpoint(trainer, candidates)
+        if self._due == "validation":
+            self._due = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning's end-of-epoch save, less last.ckpt where it was written at the epoch's last batch or validation;
+        # none after a stop inside the epoch (its step is saved)
+        step = trainer.global_step
+        stopped_inside = self._last_global_step_saved == step and self._epoch_last_at != step and self._due is None
+        if trainer.fast_dev_run or trainer.sanity_checking or self._best_saved_at == step or stopped_inside:
+            return
+        due, self._due = self._due == "epoch", None
+        candidates = self._monitor_candidates(trainer)
+        last = due or (self.save_last and trainer.max_steps <= 0 and self._should_save_on_train_epoch_end(trainer)
+                       and self._last_global_step_saved != step)
+        if self._saves_best_at_epoch_end(trainer):
+            self._save_topk_checkpoint(trainer, candidates)
+        if last:
+            self._save_last_checkpoint(trainer, candidates)
+
+    def _saves_best_at_epoch_end(self, trainer: pl.Trainer) -> bool:
+        return (self._should_save_on_train_epoch_end(trainer) and self._every_n_epochs >= 1
+                and (trainer.current_epoch + 1) % self._every_n_epochs == 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_saved_at": self._best_saved_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._best_saved_at = state_dict.get("best_saved_at", -1)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # Lightning resumes a checkpoint written inside an epoch's last batch past that epoch's end: the epoch's
         # train metrics, LR-scheduler logging and epoch hooks never run. Saying the batch was not the last makes the
-        # resumed run end the epoch; only the epoch-end validation is still skipped (the epoch loop runs it after a
-        # batch, and none is left): docs/architecture.md, "Resume".
+        # resumed run end the epoch (no validation follows such a batch: that case saves after it).
         if self._saving_in_step:
             checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] = False
 
@@ -210,6 +296,7 @@ class SlurmRequeue(Callback):
 
     def __init__(self, job_id: str, checkpoint: RunCheckpoint) -> None:
         self.job_id, self.checkpoint, self.pending = job_id, checkpoint, False
+        self._requeue_at: Optional[int] = None  # the step whose checkpoint must exist before the job is requeued
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signal.signal(signal.SIGUSR1, self._notice)
@@ -223,8 +310,22 @@ class SlurmRequeue(Callback):
         if not trainer.strategy.reduce_boolean_decision(self.pending, all=False):
             return
         self.pending = False
-        if self.checkpoint._last_global_step_saved != trainer.global_step:
-            self.checkpoint._save_last_checkpoint(trainer, self.checkpoint._monitor_candidates(trainer))
+        self.checkpoint.save_last_for_step(trainer)
+        self._requeue_at = trainer.global_step
+        self._requeue_once_saved(trainer)
+
+    # a save that waits for the batch's validation (RunCheckpoint.save_last_for_step) is done by the next of these
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._requeue_once_saved(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._requeue_once_saved(trainer)
+
+    def _requeue_once_saved(self, trainer: pl.Trainer) -> None:
+        if self._requeue_at is None or self.checkpoint._last_global_step_saved < self._requeue_at:
+            return
+        self._requeue_at = None
         if trainer.is_global_zero:
             done = subprocess.call(["scontrol", "requeue", self.job_id])
             pl.utilities.rank_zero_info(f"SLURM job {self.job_id} requeued at step {trainer.global_step}" if done == 0

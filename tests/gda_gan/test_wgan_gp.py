@@ -148,6 +148,33 @@ def test_resume_reproduces_losses_and_counters(cifar_root: Path, tmp_path: Path)
     assert ra["test/fid_tiny_test"] == rb["test/fid_tiny_test"] and ra["critic_steps"] == rb["critic_steps"] == 30
 
 
+def test_crash_after_an_epoch_resumes_from_that_epochs_last_checkpoint(cifar_root: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # max_steps and no validation: Lightning's own end-of-epoch last.ckpt resumes with one batch too many
+    runs, sparse = tmp_path / "runs", ["--checkpoint_every_n_steps", "100"]
+    assert run_train([*gan_args(cifar_root, "full", 6), *sparse], runs) == 0
+    step = WGANGPModule.generator_step
+
+    def crash_at_5(self: WGANGPModule, *args: object) -> None:
+        if self.gen_iters == 4:
+            raise RuntimeError("crash")
+        step(self, *args)
+
+    monkeypatch.setattr(WGANGPModule, "generator_step", crash_at_5)
+    assert run_train([*gan_args(cifar_root, "crashed", 6), *sparse], runs) == 1
+    monkeypatch.setattr(WGANGPModule, "generator_step", step)
+    crashed = run_dir(runs, "crashed")
+    assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert run_train([*gan_args(cifar_root, "crashed", 6), *sparse, "--ckpt_path", "last"], runs) == 0
+    a = torch.load(run_dir(runs, "full") / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["wgan_gp"]["critic_iters"] == b["wgan_gp"]["critic_iters"] == 30
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
+    drop = ("train/sec_per_gen_iter",)
+    assert read_metrics(crashed, drop) == read_metrics(run_dir(runs, "full"), drop)
+
+
 def test_step_values_reach_the_log_only_when_written_and_the_curves_are_unchanged(
         cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 7 is no multiple of n_critic 5: written rows between generator steps carry the values of the last one
