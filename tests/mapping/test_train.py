@@ -59,8 +59,9 @@ def test_cosine_schedule_follows_max_epochs_unless_t_max_is_given(tmp_path: Path
     args = [*BASE, "--data.max_train_samples", "80", "--trainer.max_epochs", "3", "--name", "cos", *extra]
     assert run_train(args, tmp_path) == 0
     (scheduler,) = torch.load(run_dir(tmp_path, "cos") / "checkpoints" / "last.ckpt", weights_only=False)["lr_schedulers"]
-    assert scheduler["T_max"] == t_max and scheduler["last_epoch"] == 2  # saved before the last epoch's step
-    assert scheduler["_last_lr"][0] == pytest.approx(0.03 * (1 + math.cos(2 * math.pi / t_max)) / 2)
+    # last.ckpt holds the end of the third epoch, whose scheduler step Lightning takes in its last batch
+    assert scheduler["T_max"] == t_max and scheduler["last_epoch"] == 3
+    assert scheduler["_last_lr"][0] == pytest.approx(0.03 * (1 + math.cos(3 * math.pi / t_max)) / 2, abs=1e-12)
 
 
 def test_cosine_without_t_max_needs_max_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
