@@ -148,10 +148,14 @@ def test_resume_reproduces_losses_and_counters(cifar_root: Path, tmp_path: Path)
     assert ra["test/fid_tiny_test"] == rb["test/fid_tiny_test"] and ra["critic_steps"] == rb["critic_steps"] == 30
 
 
+@pytest.mark.parametrize("budget", [[], ["--trainer.max_steps", "-1", "--trainer.max_epochs", "6"]],
+                         ids=["max_steps", "max_epochs"])
 def test_crash_after_an_epoch_resumes_from_that_epochs_last_checkpoint(cifar_root: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # max_steps and no validation: Lightning's own end-of-epoch last.ckpt resumes with one batch too many
-    runs, sparse = tmp_path / "runs", ["--checkpoint_every_n_steps", "100"]
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      budget: list[str]) -> None:
+    # 5 batches (1 generator step) an epoch, no validation. max_steps: Lightning's own end-of-epoch last.ckpt
+    # would resume with one batch too many, so it is written in the epoch's last batch; max_epochs: it is used
+    runs, sparse = tmp_path / "runs", ["--checkpoint_every_n_steps", "100", *budget]
     assert run_train([*gan_args(cifar_root, "full", 6), *sparse], runs) == 0
     step = WGANGPModule.generator_step
 
