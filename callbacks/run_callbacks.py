@@ -242,21 +242,22 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if self._due == "validation" and self._last_global_step_saved != trainer.global_step:
+        if self._due != "validation":
+            return
+        self._due = None
+        if self._last_global_step_saved != trainer.global_step:
             candidates = self._monitor_candidates(trainer)
             if self._saves_best_at_epoch_end(trainer):
                 # made now: a run resumed from this checkpoint has no validation metrics at the epoch's end
                 self._save_topk_checkpoint(trainer, candidates)
                 self._best_saved_at = trainer.global_step
             self._save_last_checkpoint(trainer, candidates)
-        if self._due == "validation":
-            self._due = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning's end-of-epoch save, less last.ckpt where it was written at the epoch's last batch or validation;
         # none after a stop inside the epoch (its step is saved)
         step = trainer.global_step
-        stopped_inside = self._last_global_step_saved == step and self._epoch_last_at != step and self._due is None
+        stopped_inside = self._last_global_step_saved == step and self._epoch_last_at != step
         if trainer.fast_dev_run or trainer.sanity_checking or self._best_saved_at == step or stopped_inside:
             return
         due, self._due = self._due == "epoch", None
@@ -314,7 +315,8 @@ class SlurmRequeue(Callback):
         self._requeue_at = trainer.global_step
         self._requeue_once_saved(trainer)
 
-    # a save that waits for the batch's validation (RunCheckpoint.save_last_for_step) is done by the next of these
+    # a save that waits for the batch's validation or epoch end (RunCheckpoint.save_last_for_step) is done by the
+    # next of these
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         self._requeue_once_saved(trainer)
